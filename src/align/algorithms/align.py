@@ -1,0 +1,178 @@
+"""ALIGN (Hong et al., AAAI 2026, arXiv 2511.06944): a classifier and a masker trained in alternation.
+
+Masker step (classifier frozen), paper eq. for L_mask:
+
+    dist(x) = p_y(x (.) M(x)) - p_y(x (.) (1 - M(x)))
+    L_mask  = MSE(dist, 1) + lambda1 * mean|M| + lambda2 * TV(M)
+
+Classifier step (masker frozen; its mask is a fixed target):
+
+    L_clf = CE + lambda3 * BCE(GradCAM_y(x), M(x)) + lambda4 * L_reg        (L_reg: DRE's, see dre.py)
+
+Schedule (step t): warm-up `t < warmup_steps` trains the classifier alone on CE + L_reg; then
+`masker_warmup_steps` train the masker alone; then every iteration updates the masker (every
+`masker_every`-th iteration) and the classifier, on the same batch. "x (.) M" keeps x where M is
+1 and puts `fill` elsewhere: `x * M + fill * (1 - M)`.
+
+Ablations are configuration: `guidance: none` (= DRE), `guidance: fixed` (masks from `--masks`
+in place of the masker, e.g. SAM masks: the paper's m-SAM), `reg_weight: 0` (no L_reg).
+Every default that the paper does not give is marked "our choice" (see docs/align.md).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..hparams import HParam
+from ..losses import fill_like, resize_mask, soft_bce, total_variation
+from ..models.masker import Masker
+from .base import ALGORITHMS, Batch
+from .dre import DRE
+
+GUIDANCE = ("masker", "fixed", "none")
+
+
+def _set_trainable(module: torch.nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+@ALGORITHMS.register("align")
+class ALIGN(DRE):
+    """DRE's classifier objective plus guidance of its Grad-CAM by a jointly trained masker."""
+
+    name = "align"
+    HPARAMS = {
+        **DRE.HPARAMS,
+        "guidance": HParam("masker", "paper (ablations: none = DRE, fixed = m-SAM)",
+                           "source of the Grad-CAM target: masker | fixed | none"),
+        "guide_weight": HParam(1.0, "our choice (lambda3; unknown in the paper)",
+                               "weight of BCE(GradCAM, mask)", ("choice", [0.1, 0.5, 1.0, 2.0])),
+        "sparsity_weight": HParam(0.2, "our choice (lambda1; unknown in the paper)",
+                                  "weight of mean|M| in L_mask", ("log", 0.01, 1.0)),
+        "smooth_weight": HParam(0.05, "our choice (lambda2; unknown in the paper)",
+                                "weight of TV(M) in L_mask", ("log", 0.005, 0.5)),
+        "fill": HParam("zero", "our choice (paper: x (.) M, i.e. zero in normalised space)",
+                       "what replaces removed pixels in L_mask: zero | blur | noise"),
+        "compare_at": HParam("cam", "our choice (GRADIA resizes the mask to the CAM)",
+                             "resolution where CAM and mask meet: cam | input"),
+        "warmup_steps": HParam(1000, "our choice (paper: a classifier warm-up of unknown length)",
+                               "classifier-only steps on CE + L_reg before the masker"),
+        "masker_warmup_steps": HParam(200, "our choice", "masker-only steps after the warm-up"),
+        "masker_every": HParam(1, "our choice (paper: alternation, phase lengths unknown)",
+                               "after warm-up, update the masker every N iterations"),
+        "masker_lr": HParam(1e-3, "our choice", "Adam learning rate of the masker"),
+        "masker_width": HParam(8, "our choice", "masker channels at full resolution"),
+    }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        hp = self.hparams
+        if hp["guidance"] not in GUIDANCE:
+            raise ValueError(f"algorithm 'align': guidance {hp['guidance']!r} not in {GUIDANCE}")
+        if hp["compare_at"] not in ("cam", "input"):
+            raise ValueError(f"algorithm 'align': compare_at {hp['compare_at']!r} not in (cam, input)")
+        fill_like(torch.zeros(1, 3, 11, 11), hp["fill"])  # fail now on an unknown fill
+        self.masker = Masker(hp["masker_width"]) if hp["guidance"] == "masker" else None
+
+    @property
+    def needs_masks(self) -> bool:  # type: ignore[override]
+        return self.hparams["guidance"] == "fixed"
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts = super().build_optimizers()
+        if self.masker is not None:
+            opts["masker"] = torch.optim.Adam(self.masker.parameters(), lr=self.hparams["masker_lr"])
+        return opts
+
+    # ------------------------------------------------------------------ schedule
+    def phases(self, step: int) -> Sequence[str]:
+        hp = self.hparams
+        if self.masker is None or step < hp["warmup_steps"]:
+            return ("classifier",)
+        t = step - hp["warmup_steps"]
+        if t < hp["masker_warmup_steps"]:
+            return ("masker",)
+        if (t - hp["masker_warmup_steps"]) % hp["masker_every"] == 0:
+            return ("masker", "classifier")
+        return ("classifier",)
+
+    def losses(self, phase: str, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        if phase == "masker":
+            return self.masker_losses(batch)
+        _set_trainable(self.classifier, True)
+        return self.classifier_losses(batch, step)
+
+    # ------------------------------------------------------------------ masker phase
+    def masker_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """L_mask with the classifier frozen (eval mode, no parameter gradients)."""
+        hp = self.hparams
+        _set_trainable(self.classifier, False)
+        self.classifier.eval()
+        x, y = batch.x, batch.y
+        m = self.masker(x)  # [B, 1, H, W]
+        fill = fill_like(x, hp["fill"])
+        keep = x * m + fill * (1 - m)
+        drop = x * (1 - m) + fill * m
+        probs = F.softmax(self.classifier(torch.cat([keep, drop])), dim=1)  # one pass for both
+        p = probs.gather(1, torch.cat([y, y])[:, None]).squeeze(1)
+        dist = p[: len(y)] - p[len(y):]
+        l_dist = F.mse_loss(dist, torch.ones_like(dist))
+        sparsity = m.abs().mean()
+        smooth = total_variation(m)
+        loss = l_dist + hp["sparsity_weight"] * sparsity + hp["smooth_weight"] * smooth
+        self.classifier.train()
+        return {"loss": loss, "dist": l_dist, "sparsity": sparsity, "smooth": smooth,
+                "mask_area": m.detach().mean()}
+
+    # ------------------------------------------------------------------ classifier phase
+    def needs_cam(self, step: int) -> bool:
+        return super().needs_cam(step) or self._guided(step)
+
+    def _guided(self, step: int) -> bool:
+        hp = self.hparams
+        if hp["guidance"] == "none":
+            return False
+        if hp["guidance"] == "fixed":
+            return True
+        return step >= hp["warmup_steps"] + hp["masker_warmup_steps"]
+
+    def guidance(self, batch: Batch, cam: torch.Tensor, step: int
+                 ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """lambda3 * BCE(GradCAM_y(x), target mask), the target detached (masker frozen)."""
+        if not self._guided(step):
+            return None, {}
+        if self.hparams["guidance"] == "masker":
+            with torch.no_grad():
+                target = self.masker(batch.x)
+        else:
+            if batch.mask is None:
+                raise ValueError("guidance 'fixed' needs masks in the batch (--masks DIR)")
+            target = batch.mask
+        if self.hparams["compare_at"] == "cam":
+            target = resize_mask(target, cam.shape[-2:])
+        else:
+            cam = F.interpolate(cam, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        bce = soft_bce(cam, target)
+        return self.hparams["guide_weight"] * bce, {"guide": bce}
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_terms(self, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The masker's IoU with ground-truth masks (threshold 0.5) and its mean area, per sample.
+
+        A sample whose ground-truth mask is empty gets NaN (no score), never a hit.
+        """
+        if self.masker is None:
+            return {}
+        m = self.masker(x)
+        out = {"masker_area": m.mean(dim=(1, 2, 3))}
+        if mask is not None:
+            pred, gt = m > 0.5, mask > 0.5
+            inter = (pred & gt).sum(dim=(1, 2, 3)).double()
+            union = (pred | gt).sum(dim=(1, 2, 3)).double()
+            iou = inter / union.clamp_min(1)
+            out["masker_iou"] = torch.where(gt.flatten(1).any(1), iou, torch.nan)
+        return out

@@ -1,0 +1,111 @@
+"""The training configuration: one dataclass, read from CLI flags and an optional YAML/JSON file.
+
+Every field has a default and a one-line help; a config file may set any field (and the
+algorithm's hyperparameters under `hparams:`); unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROTOCOLS = ("lodo", "single_source", "in_distribution")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved, resolved, as `config.json` in the run)."""
+
+    data: str = ""  # DomainBed-layout root: ROOT/<domain>/<class>/<image>
+    out: str = ""  # run directory
+    masks: str | None = None  # optional masks folder with the same relative paths
+    dataset: str | None = None  # preset to validate against: vlcs | terra_incognita
+    domains: list[str] | None = None  # optional subset of the data's domains to use
+    algorithm: str = "erm"
+    protocol: str = "lodo"  # lodo | single_source | in_distribution
+    test_domains: list[str] = field(default_factory=list)  # lodo: the held-out domain(s)
+    train_domains: list[str] = field(default_factory=list)  # single_source: the one source
+    steps: int = 5001  # DomainBed default
+    seed: int = 0  # seeds the split, the data order, augmentation and the model init
+    backbone: str = "resnet50"
+    pretrained: str | None = "imagenet"  # "imagenet", a local weights file, or null
+    freeze_bn: bool | None = None  # null: the backbone's default (True for ResNets)
+    image_size: int = 224
+    batch_size: int = 32  # per training domain (DomainBed)
+    eval_every: int = 300  # evaluate and checkpoint every N steps (DomainBed: 300)
+    eval_batch_size: int = 128
+    holdout_fraction: float = 0.2  # per-domain `out` split (DomainBed)
+    num_workers: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    skip_bad_images: bool = False
+    verify_images: bool = True  # decode every image before training to catch bad files
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> "TrainConfig":
+        """Check values that do not need the data; raise ValueError naming the key."""
+        if not self.data:
+            raise ValueError("config: 'data' (the dataset folder) is required")
+        if not self.out:
+            raise ValueError("config: 'out' (the run directory) is required")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"config: protocol {self.protocol!r} is not one of {PROTOCOLS}")
+        for key in ("steps", "image_size", "batch_size", "eval_every", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"config: {key!r} must be >= 1, got {getattr(self, key)}")
+        if self.num_workers < 0:
+            raise ValueError(f"config: 'num_workers' must be >= 0, got {self.num_workers}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(
+                f"config: 'holdout_fraction' must be in (0, 1), got {self.holdout_fraction}"
+            )
+        if self.protocol == "lodo" and not self.test_domains:
+            raise ValueError("config: protocol 'lodo' needs 'test_domains' (--test-domains)")
+        if self.protocol == "single_source" and len(self.train_domains) != 1:
+            raise ValueError(
+                "config: protocol 'single_source' needs exactly one 'train_domains' entry "
+                f"(--train-domains), got {self.train_domains}"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping; unknown top-level keys are errors naming the key and file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"config file {path} is not valid {path.suffix or 'YAML'}: {e}") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of keys to values")
+    unknown = sorted(set(data) - FIELDS)
+    if unknown:
+        raise ValueError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}"
+        )
+    return data
+
+
+def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults < config file < explicit overrides (None overrides are ignored)."""
+    values: dict[str, Any] = read_config_file(file) if file else {}
+    for k, v in overrides.items():
+        if k not in FIELDS:
+            raise ValueError(f"unknown config key {k!r}")
+        if v is not None:
+            values[k] = v
+    return TrainConfig(**values).validate()

@@ -1,0 +1,68 @@
+"""Loss pieces shared by the explanation-guided algorithms (one place, no copies)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.functional import gaussian_blur
+
+
+def total_variation(m: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation: mean |difference| of vertically and horizontally adjacent
+    pixels of m [B, 1, H, W]; a scalar. (The paper names a smoothness penalty; this exact form is
+    our choice.)"""
+    dh = (m[..., 1:, :] - m[..., :-1, :]).abs().mean()
+    dw = (m[..., :, 1:] - m[..., :, :-1]).abs().mean()
+    return dh + dw
+
+
+def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize masks [B, 1, H, W] to `size`; area averaging when shrinking keeps soft coverage."""
+    if tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    if mask.shape[-2] >= size[0] and mask.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(mask, size)
+    return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+
+
+def fill_like(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """What replaces removed pixels of normalised images x [B, 3, H, W].
+
+    "zero": zeros in normalised space (the dataset mean colour); "blur": a Gaussian-blurred copy
+    (kernel 11, sigma 5, as DRE's insertion AUC); "noise": standard normal noise in normalised
+    space (drawn from torch's global RNG, so checkpointed and reproducible).
+    """
+    if kind == "zero":
+        return torch.zeros_like(x)
+    if kind == "blur":
+        return gaussian_blur(x, kernel_size=[11, 11], sigma=[5.0, 5.0])
+    if kind == "noise":
+        return torch.randn_like(x)
+    raise ValueError(f"unknown fill {kind!r}; choose zero, blur or noise")
+
+
+def same_class_partners(y: torch.Tensor) -> torch.Tensor:
+    """For each sample, the index of a random other sample of the same class, [B] -> [B].
+
+    Vectorised: shuffle, stable-sort by label, then point every sample at its successor within its
+    class group (cyclically). A sample alone in its class is paired with itself.
+    """
+    b = y.numel()
+    shuffle = torch.randperm(b, device=y.device)
+    order = shuffle[torch.sort(y[shuffle], stable=True).indices]  # grouped by class, random inside
+    sorted_y = y[order]
+    counts = torch.bincount(sorted_y)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(b, device=y.device)
+    start = starts[sorted_y]
+    n = counts[sorted_y]
+    partner_pos = start + (pos - start + 1) % n
+    partners = torch.empty_like(order)
+    partners[order] = order[partner_pos]
+    return partners
+
+
+def soft_bce(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Binary cross-entropy between maps in [0, 1], with `pred` clamped away from 0 and 1 so that
+    a saturated Grad-CAM (exactly 0 or 1 after min-max normalisation) keeps a finite gradient."""
+    return F.binary_cross_entropy(pred.clamp(eps, 1 - eps), target)

@@ -1,0 +1,58 @@
+"""Per-domain accuracy tables of one or more runs (pure functions of run summaries)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def domain_rows(summary: dict, protocol: dict, method: str = "training_domain_validation") -> list[dict]:
+    """One row per domain: its role, in-domain accuracy (validation split) and test accuracy.
+
+    For a training domain the in-domain accuracy is its held-out validation split; for a test
+    domain of lodo/single_source, the out-of-domain accuracy is its test split.
+    """
+    sel = summary[method]
+    acc = sel["acc"]
+    rows = []
+    val_split = protocol["val_keys"][0].rsplit("_", 1)[1]
+    test_split = protocol["test_keys"][0].rsplit("_", 1)[1] if protocol["test_keys"] else None
+    in_dist = protocol["name"] == "in_distribution"
+    domains = list(dict.fromkeys(protocol["train_domains"] + protocol["test_domains"]))
+    for d in domains:
+        train = d in protocol["train_domains"]
+        row = {"domain": d, "role": "train" if train else "test"}
+        row["in_domain"] = acc.get(f"{d}_{test_split}") if in_dist else (acc.get(f"{d}_{val_split}") if train else None)
+        row["out_of_domain"] = None if (train or in_dist) else acc.get(f"{d}_{test_split}")
+        rows.append(row)
+    return rows
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def comparison_table(runs: dict[str, tuple[dict, dict]], title: str,
+                     method: str = "training_domain_validation",
+                     extra_key: str | None = None) -> Table:
+    """A rich table: rows = domains, columns = (in-domain, out-of-domain) per run name.
+
+    Args:
+        runs: name -> (summary, protocol).
+        extra_key: an `eval` score to show per run (e.g. "masker_iou"), averaged over splits.
+    """
+    table = Table(title=title)
+    table.add_column("domain")
+    table.add_column("role")
+    for name in runs:
+        table.add_column(f"{name} in-dom %", justify="right")
+        table.add_column(f"{name} OOD %", justify="right")
+    first = next(iter(runs.values()))
+    domain_list = domain_rows(*first, method=method)
+    per_run = {n: {r["domain"]: r for r in domain_rows(s, p, method)} for n, (s, p) in runs.items()}
+    for base in domain_list:
+        cells = [base["domain"], base["role"]]
+        for name in runs:
+            r = per_run[name][base["domain"]]
+            cells += [_pct(r["in_domain"]), _pct(r["out_of_domain"])]
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,272 @@
+"""The training loop: data, protocol, algorithm, evaluation, checkpoints, resume.
+
+Read top to bottom, `Trainer.run` is the whole story (nanoGPT-style): build everything from the
+config, restore the last checkpoint if there is one, then for every step fetch a domain-balanced
+batch, let the algorithm name its phases and loss terms, back-propagate and step each phase's
+optimiser, and every `eval_every` steps evaluate every split, checkpoint atomically and append one
+line to `results.jsonl`.
+
+Determinism: the data stream is a pure function of (seed, step) (see `data.loaders`), and the
+checkpoint holds the global RNG state, so a resumed run repeats an uninterrupted one exactly on the
+CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .. import io
+from ..algorithms import Algorithm, Batch, build_algorithm
+from ..config import TrainConfig
+from ..data.dataset import ImageDataset
+from ..data.folder import DomainFolder, scan_domainbed
+from ..data.loaders import make_eval_loader, make_train_loader
+from ..data.splits import make_splits, split_indices, splits_from_record, splits_record
+from ..data.transforms import build_transform
+from ..hparams import seed_hash
+from .protocols import Protocol, make_protocol
+from .rundir import RunDir, environment
+from .selection import summarize
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or infinite; training stops before any update or checkpoint."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def add_val_split(splits: dict, seed: int, fraction: float) -> dict:
+    """In-distribution protocol: carve `val` out of each domain's `in` (the rest is `train`)."""
+    out = {}
+    for d, s in splits.items():
+        keep, val = split_indices(len(s["in"]), fraction, seed_hash(seed, d, "val"))
+        out[d] = {**s, "train": [s["in"][i] for i in keep], "val": [s["in"][i] for i in val]}
+    return out
+
+
+@dataclass
+class Progress:
+    """Callbacks the loop reports to (the CLI draws a progress bar with them)."""
+
+    on_step: Callable[[int, dict], None] = lambda step, terms: None
+    on_eval: Callable[[dict], None] = lambda record: None
+
+
+class Trainer:
+    """Builds a run from a `TrainConfig` and trains it (resuming if the run directory has one)."""
+
+    def __init__(self, config: TrainConfig, progress: Progress | None = None) -> None:
+        self.config = config.validate()
+        self.progress = progress or Progress()
+        self.run_dir = RunDir(config.out)
+        # Data are validated before anything is written, so bad input leaves no run behind.
+        self.folder: DomainFolder = scan_domainbed(
+            config.data, masks_root=config.masks, preset=config.dataset, domains=config.domains,
+            skip_bad_images=config.skip_bad_images, verify_images=config.verify_images,
+        )
+        self.protocol: Protocol = make_protocol(
+            config.protocol, self.folder.domains, config.test_domains, config.train_domains
+        )
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.algorithm: Algorithm = build_algorithm(
+            config.algorithm, backbone=config.backbone, num_classes=len(self.folder.classes),
+            num_domains=len(self.protocol.train_domains), hparams=config.hparams,
+            pretrained=config.pretrained, freeze_bn=config.freeze_bn,
+        ).to(self.device)
+        if self.algorithm.needs_masks and config.masks is None:
+            raise ValueError(f"algorithm {config.algorithm!r} needs masks: pass --masks DIR")
+        self.resolved = {**config.to_dict(), "hparams": self.algorithm.hparams}
+        self.resuming = self.run_dir.check_compatible(self.resolved)
+        self.splits = self._load_or_make_splits()
+        # Dataset domain index -> position among the training domains (-1: not a training domain).
+        self.domain_lut = torch.full((len(self.folder.domains),), -1, dtype=torch.long)
+        for i, d in enumerate(self.protocol.train_domains):
+            self.domain_lut[self.folder.domains.index(d)] = i
+
+    # ------------------------------------------------------------------ setup
+    def _load_or_make_splits(self) -> dict:
+        cfg = self.config
+        if self.resuming:
+            splits = splits_from_record(self.folder, self.run_dir.read_json("splits.json"))
+        else:
+            splits = make_splits(self.folder, cfg.holdout_fraction, cfg.seed)
+        if self.protocol.name == "in_distribution":
+            splits = add_val_split(splits, cfg.seed, cfg.holdout_fraction)
+        return splits
+
+    def _write_run_files(self) -> None:
+        rd = self.run_dir
+        rd.path.mkdir(parents=True, exist_ok=True)
+        rd.write_json("config.json", self.resolved)
+        rd.write_json("env.json", {**environment(), "device": str(self.device)})
+        rd.write_json("dataset.json", self.folder.to_json())
+        rd.write_json("protocol.json", self.protocol.to_json())
+        base = {d: {k: s[k] for k in ("in", "out")} for d, s in self.splits.items()}
+        rd.write_json("splits.json", splits_record(self.folder, base))
+
+    def _loaders(self, start_step: int):
+        cfg, masks = self.config, self.folder.masks_root is not None
+        train_ds = ImageDataset(self.folder, build_transform(cfg.image_size, train=True), with_masks=masks)
+        eval_ds = ImageDataset(self.folder, build_transform(cfg.image_size, train=False), with_masks=masks)
+        split = self.protocol.train_split
+        train_idx = [self.splits[d][split] for d in self.protocol.train_domains]
+        train = make_train_loader(train_ds, train_idx, cfg.batch_size, cfg.seed, start_step,
+                                  cfg.num_workers)
+        # Every sample of a domain lies in exactly one of its splits, so one sequential pass over
+        # the evaluated samples serves every split; `key_of` maps a sample to its split's key.
+        self.eval_keys = [f"{d}_{s}" for d, s in self.protocol.eval_splits()]
+        key_of = torch.full((len(self.folder.samples),), -1, dtype=torch.long)
+        for k, (d, s) in enumerate(self.protocol.eval_splits()):
+            key_of[self.splits[d][s]] = k
+        self.key_of = key_of
+        evaluated = torch.nonzero(key_of >= 0).flatten().tolist()
+        return train, make_eval_loader(eval_ds, evaluated, cfg.eval_batch_size, cfg.num_workers)
+
+    # ------------------------------------------------------------------ steps
+    def _to_batch(self, raw: dict) -> Batch:
+        dev, mask = self.device, raw.get("mask")
+        return Batch(
+            x=raw["x"].to(dev, non_blocking=True), y=raw["y"].to(dev, non_blocking=True),
+            domain=self.domain_lut[raw["domain"]].to(dev, non_blocking=True),
+            mask=None if mask is None else mask.to(dev, non_blocking=True),
+            n_domains=len(self.protocol.train_domains),
+        )
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """Run every phase of this iteration; return the detached loss terms, prefixed by phase."""
+        algo, opts, logged = self.algorithm, self.algorithm.optimizers(), {}
+        algo.train()
+        phases = algo.phases(step)
+        for phase in phases:
+            terms = algo.losses(phase, batch, step)
+            values = torch.stack([t.detach().float() for t in terms.values()])
+            if not bool(torch.isfinite(values).all()):
+                bad = [k for k, t in terms.items() if not torch.isfinite(t).all()]
+                raise NonFiniteLoss(
+                    f"step {step}: loss term(s) {', '.join(bad)} of phase {phase!r} are not "
+                    "finite; stopping before the update (no checkpoint written from this state)"
+                )
+            for opt in opts.values():
+                opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opts[phase].step()
+            # Classifier terms keep plain names ("ce"); other phases are prefixed ("masker/dist").
+            prefix = "" if phase == "classifier" else f"{phase}/"
+            logged.update({prefix + k: t.detach() for k, t in terms.items()})
+        return logged
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """Accuracy of every evaluated split, and the algorithm's extra scores per split."""
+        self.algorithm.eval()
+        n_keys = len(self.eval_keys)
+        correct = torch.zeros(n_keys, dtype=torch.float64)
+        count = torch.zeros(n_keys, dtype=torch.float64)
+        extra_sum: dict[str, torch.Tensor] = {}
+        extra_cnt: dict[str, torch.Tensor] = {}
+        for raw in loader:
+            x = raw["x"].to(self.device, non_blocking=True)
+            mask = raw.get("mask")
+            mask = None if mask is None else mask.to(self.device, non_blocking=True)
+            keys = self.key_of[raw["index"]]
+            pred = self.algorithm.predict(x).argmax(1).cpu()
+            correct += torch.bincount(keys, (pred == raw["y"]).double(), n_keys)
+            count += torch.bincount(keys, minlength=n_keys).double()
+            for name, vals in self.algorithm.eval_terms(x, mask).items():
+                vals = vals.detach().double().cpu()
+                ok = torch.isfinite(vals)  # NaN marks "no score" (e.g. an empty mask)
+                extra_sum.setdefault(name, torch.zeros(n_keys, dtype=torch.float64))
+                extra_cnt.setdefault(name, torch.zeros(n_keys, dtype=torch.float64))
+                extra_sum[name] += torch.bincount(keys[ok], vals[ok], n_keys)
+                extra_cnt[name] += torch.bincount(keys[ok], minlength=n_keys).double()
+        acc = {k: float(correct[i] / count[i]) for i, k in enumerate(self.eval_keys) if count[i] > 0}
+        extra = {
+            name: {k: float(extra_sum[name][i] / extra_cnt[name][i])
+                   for i, k in enumerate(self.eval_keys) if extra_cnt[name][i] > 0}
+            for name in extra_sum
+        }
+        return acc, extra
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, step: int, best_val: float) -> None:
+        state = {
+            "step": step,
+            "algorithm": self.algorithm.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.algorithm.optimizers().items()},
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "best_val": best_val,
+            "extra": self.algorithm.extra_state(),
+        }
+        io.torch_save(self.run_dir.last_ckpt, state)
+
+    def _restore(self) -> tuple[int, float, list[dict]]:
+        """Load the last checkpoint, if any: (start step, best validation accuracy, records)."""
+        if not self.run_dir.last_ckpt.exists():
+            return 0, float("-inf"), self.run_dir.truncate_results(-1)
+        state = io.torch_load(self.run_dir.last_ckpt, map_location=self.device)
+        self.algorithm.load_state_dict(state["algorithm"])
+        for k, opt in self.algorithm.optimizers().items():
+            opt.load_state_dict(state["optimizers"][k])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if state["rng_cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+        self.algorithm.load_extra_state(state["extra"])
+        return state["step"], state["best_val"], self.run_dir.truncate_results(state["step"])
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict:
+        """Train to `config.steps`, evaluating every `eval_every` steps; return the summary."""
+        cfg, rd = self.config, self.run_dir
+        if self.resuming and rd.done and rd.read_json("summary.json").get("steps") == cfg.steps:
+            return rd.read_json("summary.json")
+        self._write_run_files()
+        start, best_val, records = self._restore()
+        train_loader, eval_loader = self._loaders(start)
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        t0 = time.time()
+        batches = iter(train_loader)
+        for step in range(start, cfg.steps):
+            terms = self.train_step(self._to_batch(next(batches)), step)
+            for k, v in terms.items():  # summed on the device; read back once per evaluation
+                sums[k] = sums.get(k, 0) + v
+                counts[k] = counts.get(k, 0) + 1
+            self.progress.on_step(step, terms)
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                acc, extra = self.evaluate(eval_loader)
+                record = {
+                    "step": step + 1,
+                    "losses": {k: float(v) / counts[k] for k, v in sums.items()},
+                    "acc": acc, "eval": extra, "seconds": round(time.time() - t0, 3),
+                }
+                val = sum(acc[k] for k in self.protocol.val_keys()) / len(self.protocol.val_keys())
+                if val > best_val:
+                    best_val = val
+                    io.torch_save(rd.best_ckpt, {"step": step + 1, "algorithm": self.algorithm.state_dict()})
+                self._checkpoint(step + 1, best_val)  # checkpoint first, then the record
+                io.append_jsonl(rd.results, record)
+                records.append(record)
+                self.progress.on_eval(record)
+                sums, counts, t0 = {}, {}, time.time()
+        summary = {"steps": cfg.steps, **summarize(records, self.protocol.to_json())}
+        rd.write_json("summary.json", summary)
+        rd.mark_done()
+        return summary
+
+
+def train(config: TrainConfig, progress: Progress | None = None) -> dict:
+    """Train (or resume) the run described by `config`; return its summary."""
+    return Trainer(config, progress).run()

@@ -1,0 +1,114 @@
+"""The run directory contract.
+
+    RUN/
+      config.json      resolved TrainConfig (+ resolved algorithm hyperparameters)
+      env.json         library versions, device, command line
+      dataset.json     domains, classes, counts, skipped files
+      protocol.json    train/test domains, selection and test keys
+      splits.json      every domain's split as relative file paths (auditable, reproducible)
+      results.jsonl    one line per evaluation: step, mean loss terms, accuracy per split, extras
+      checkpoints/last.pt   everything needed to resume (networks, optimisers, RNG, step)
+      checkpoints/best.pt   weights chosen by training-domain validation
+      summary.json     per selection method: chosen step, validation and test accuracy
+      done             written last
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, io
+
+# Keys that may change between a run and its resumption without changing its results.
+RESUMABLE_KEYS = {"steps", "num_workers", "device", "eval_batch_size", "verify_images", "out"}
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # ---- paths
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def best_ckpt(self) -> Path:
+        return self.path / "checkpoints" / "best.pt"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results.jsonl"
+
+    @property
+    def done(self) -> bool:
+        return (self.path / "done").exists()
+
+    def read_json(self, name: str) -> Any:
+        p = self.path / name
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: is {self.path} an align run directory?")
+        return json.loads(p.read_text())
+
+    # ---- lifecycle
+    def check_compatible(self, config: dict) -> bool:
+        """True if this is an existing run of the same config (to resume); error if it differs."""
+        if not self.path.exists() or not any(self.path.iterdir()):
+            return False
+        cfg = self.path / "config.json"
+        if not cfg.is_file():
+            raise FileExistsError(
+                f"{self.path} exists and is not an align run directory (no config.json); "
+                "choose another --out"
+            )
+        old = json.loads(cfg.read_text())
+        diff = sorted(
+            k for k in set(old) | set(config)
+            if k not in RESUMABLE_KEYS and old.get(k) != config.get(k)
+        )
+        if diff:
+            detail = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff)
+            raise FileExistsError(
+                f"{self.path} holds a run with another configuration ({detail}); "
+                "choose another --out or delete it"
+            )
+        return True
+
+    def write_json(self, name: str, obj: Any) -> None:
+        io.write_json(self.path / name, obj)
+
+    def truncate_results(self, max_step: int) -> list[dict]:
+        """Drop evaluation records newer than the checkpoint we resume from (atomically)."""
+        records = [r for r in io.read_jsonl(self.results) if r["step"] <= max_step]
+        io.write_text(self.results, "".join(json.dumps(r) + "\n" for r in records))
+        return records
+
+    def mark_done(self) -> None:
+        io.write_text(self.path / "done", "done\n")
+
+
+def environment() -> dict[str, Any]:
+    import numpy
+    import PIL
+    import torch
+    import torchvision
+
+    return {
+        "align": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "argv": sys.argv,
+    }

@@ -1,0 +1,40 @@
+"""Terminal output shared by the commands: progress bars and result tables."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+from .report.tables import comparison_table
+from .train.loop import Progress
+
+
+@contextmanager
+def progress_bar(total: int, label: str, console: Console | None = None) -> Iterator[Progress]:
+    """A rich progress bar driven by the training loop's callbacks."""
+    bar = RichProgress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False,
+    )
+    task = bar.add_task(label, total=total, info="")
+    state = {"info": ""}
+
+    def on_step(step: int, terms: dict) -> None:
+        bar.update(task, completed=step + 1)
+
+    def on_eval(record: dict) -> None:
+        loss = record["losses"].get("loss")
+        state["info"] = f"loss {loss:.3f}" if loss is not None else ""
+        bar.update(task, info=state["info"])
+
+    with bar:
+        yield Progress(on_step=on_step, on_eval=on_eval)
+
+
+def print_summary(console: Console, runs: dict[str, tuple[dict, dict]]) -> None:
+    """Print per-domain tables under both model-selection methods."""
+    for method in ("training_domain_validation", "last"):
+        console.print(comparison_table(runs, title=f"accuracy (model selection: {method})", method=method))

@@ -1,0 +1,96 @@
+"""Registry, hyperparameters, config files, protocols, model selection, atomic io."""
+
+import json
+
+import pytest
+
+from align import io
+from align.config import make_config, read_config_file
+from align.hparams import HParam, resolve, sample, seed_hash
+from align.registry import Registry
+from align.train.protocols import make_protocol
+from align.train.selection import summarize, training_domain_validation
+
+
+def test_registry_refuses_duplicates_and_names_choices():
+    reg = Registry("thing")
+    reg.register("a")(1)
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a")(2)
+    with pytest.raises(KeyError, match="choose one of: a"):
+        reg.get("b")
+
+
+def test_hparams_unknown_key_and_types():
+    spec = {"lr": HParam(0.1, "x"), "n": HParam(3, "x"), "flag": HParam(True, "x")}
+    assert resolve(spec, {"lr": 1}, "algo") == {"lr": 1.0, "n": 3, "flag": True}
+    with pytest.raises(ValueError, match="unknown hyperparameter.*bogus"):
+        resolve(spec, {"bogus": 1}, "algo")
+    with pytest.raises(ValueError, match="'n' expects int"):
+        resolve(spec, {"n": "three"}, "algo")
+
+
+def test_hparam_sampling_is_seeded_per_name():
+    spec = {"a": HParam(1.0, "x", search=("log", 1e-3, 1.0)), "b": HParam(2.0, "x", search=("uniform", 0, 1))}
+    assert sample(spec, 0, "o") == {"a": 1.0, "b": 2.0}  # seed 0: defaults
+    s1 = sample(spec, 5, "o")
+    # Adding a hyperparameter does not shift the others' draws.
+    s2 = sample({**spec, "c": HParam(0.0, "x", search=("uniform", 0, 1))}, 5, "o")
+    assert s1["a"] == s2["a"] and s1["b"] == s2["b"]
+    assert seed_hash(1, "x") == seed_hash(1, "x") != seed_hash(2, "x")
+
+
+def test_config_file_unknown_key_is_an_error(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 10\nbogus_key: 3\n")
+    with pytest.raises(ValueError, match=r"c.yaml: unknown key\(s\) bogus_key"):
+        read_config_file(f)
+
+
+def test_config_merges_file_and_flags(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"steps": 10, "backbone": "smallcnn", "hparams": {"lr": 0.1}}))
+    cfg = make_config(f, data="d", out="o", test_domains=["A"], steps=20)
+    assert cfg.steps == 20 and cfg.backbone == "smallcnn" and cfg.hparams == {"lr": 0.1}
+    with pytest.raises(ValueError, match="needs 'test_domains'"):
+        make_config(data="d", out="o")
+    with pytest.raises(ValueError, match="protocol 'x'"):
+        make_config(data="d", out="o", protocol="x")
+
+
+def test_protocols():
+    doms = ["A", "B", "C"]
+    p = make_protocol("lodo", doms, ["B"], [])
+    assert p.train_domains == ("A", "C") and p.val_keys() == ["A_out", "C_out"] and p.test_keys() == ["B_in"]
+    p = make_protocol("single_source", doms, [], ["A"])
+    assert p.train_domains == ("A",) and p.test_keys() == ["B_in", "C_in"]
+    p = make_protocol("in_distribution", doms, [], [])
+    assert p.train_split == "train" and p.val_keys() == ["A_val", "B_val", "C_val"]
+    assert p.test_keys() == ["A_out", "B_out", "C_out"]
+    with pytest.raises(ValueError, match="unknown domain.*Z.*the data has: A, B, C"):
+        make_protocol("lodo", doms, ["Z"], [])
+
+
+def test_selection_picks_best_validation_and_last():
+    recs = [
+        {"step": 1, "acc": {"A_out": 0.5, "B_in": 0.9}},
+        {"step": 2, "acc": {"A_out": 0.8, "B_in": 0.4}},
+        {"step": 3, "acc": {"A_out": 0.8, "B_in": 0.7}},  # tie: the earlier step wins
+    ]
+    assert training_domain_validation(recs, ["A_out"])["step"] == 2
+    s = summarize(recs, {"val_keys": ["A_out"], "test_keys": ["B_in"]})
+    assert s["training_domain_validation"]["test_acc"] == 0.4
+    assert s["last"]["step"] == 3 and s["last"]["test_acc"] == 0.7
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "x.json"
+    io.write_json(target, {"a": 1})
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        io.write_json(target, {"a": Boom()})
+    assert json.loads(target.read_text()) == {"a": 1}  # old content intact
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left
