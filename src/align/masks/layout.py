@@ -1,0 +1,180 @@
+"""The on-disk layout of image and mask trees, and reading/writing single masks.
+
+Images follow the DomainBed layout ``ROOT/<domain>/<class>/<image>``. A mask folder mirrors it:
+the mask of ``ROOT/d/c/x.jpg`` is ``MASKS/d/c/x.<any image extension>`` (one per image), an
+8-bit greyscale image (mode ``L``) whose values 0..255 mean "not object" .. "object"; soft values
+in between are allowed. Masks that *we* write always use ``.png`` (lossless, so a binary mask
+stays binary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+# Modes PIL converts to L meaningfully. 16-bit and float images are refused rather than guessed
+# at, since their value range (0..1? 0..65535?) is a convention we cannot read from the file.
+_CONVERTIBLE_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}
+
+# Depth of an image below the root: <domain>/<class>/<image>.
+LAYOUT_DEPTH = 3
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def list_images(root: str | os.PathLike) -> list[str]:
+    """Relative POSIX paths of every image at ``<domain>/<class>/<image>`` below `root`, sorted.
+
+    Hidden files and folders (``.ipynb_checkpoints``, our own ``.tmp`` folders) are skipped, and
+    so are images at other depths (a ``preview.png`` next to the domains is not a sample).
+    Raises if `root` is not a folder or holds no image, and if two images would share one mask
+    path (``x.jpg`` and ``x.png`` in one class folder).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
+    rels: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Pruning in place stops os.walk from descending into hidden folders at all.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+        if len(rel_dir.parts) != LAYOUT_DEPTH - 1:
+            continue
+        rels.extend(
+            str(rel_dir / f) for f in filenames if not f.startswith(".") and _is_image(f)
+        )
+    if not rels:
+        raise FileNotFoundError(
+            f"no images found in {root}; expected <domain>/<class>/<image> with an extension in "
+            f"{', '.join(IMG_EXTENSIONS)}"
+        )
+    rels.sort()
+    seen: dict[str, str] = {}
+    for rel in rels:
+        key = mask_key(rel)
+        if key in seen:
+            raise ValueError(
+                f"{root}: images {seen[key]} and {rel} would share the mask {key}.png; "
+                "rename one of them"
+            )
+        seen[key] = rel
+    return rels
+
+
+def mask_key(rel: str) -> str:
+    """The extension-free relative path that pairs an image with its mask (``d/c/x``)."""
+    return str(PurePosixPath(rel).with_suffix(""))
+
+
+def mask_rel_path(rel: str) -> str:
+    """Where the mask of image `rel` goes in a folder we write: same path, ``.png``."""
+    return mask_key(rel) + ".png"
+
+
+def index_masks(root: str | os.PathLike) -> dict[str, Path]:
+    """Map each mask key (``d/c/x``) under `root` to its file; refuses two masks for one key."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"mask folder {root} does not exist or is not a folder")
+    index: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if f.startswith(".") or not _is_image(f):
+                continue
+            path = Path(dirpath) / f
+            key = mask_key(path.relative_to(root).as_posix())
+            if key in index:
+                raise ValueError(
+                    f"two masks for one image in {root}: {index[key].name} and {f} "
+                    f"(in {Path(dirpath)}); keep exactly one"
+                )
+            index[key] = path
+    return index
+
+
+def match_masks(image_rels: list[str], index: dict[str, Path], root: Path) -> list[Path]:
+    """The mask of each image, in order; raises naming (up to 5) images that have none."""
+    missing = [rel for rel in image_rels if mask_key(rel) not in index]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(image_rels)} images have no mask in {root}: {shown}"
+        )
+    return [index[mask_key(rel)] for rel in image_rels]
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask file as a uint8 array (H, W) with values 0..255.
+
+    Raises for modes without an unambiguous 0..255 reading, and for masks whose only values are
+    0 and 1: that is almost always a boolean array saved without scaling, which would read as
+    "no object anywhere" and silently train against an empty mask.
+    """
+    path = Path(path)
+    with Image.open(path) as im:
+        if im.mode not in _CONVERTIBLE_MODES:
+            raise ValueError(
+                f"mask {path} has mode {im.mode!r}; save masks as 8-bit greyscale (mode L, 0..255)"
+            )
+        arr = np.asarray(im.convert("L"), dtype=np.uint8)
+    if arr.max(initial=0) == 1:
+        raise ValueError(
+            f"mask {path} only holds the values 0 and 1; masks are read on a 0..255 scale, so "
+            "save them multiplied by 255"
+        )
+    return arr
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image, read from its header only."""
+    with Image.open(path) as im:
+        return im.height, im.width
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """An image as uint8 RGB (H, W, 3); greyscale and alpha images are converted."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def to_uint8_mask(mask: np.ndarray) -> np.ndarray:
+    """bool -> 0/255, float in [0, 1] -> rounded 0..255, uint8 unchanged."""
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        return mask.astype(np.uint8) * 255
+    if mask.dtype == np.uint8:
+        return mask
+    if np.issubdtype(mask.dtype, np.floating):
+        if mask.size and (mask.min() < 0.0 or mask.max() > 1.0):
+            raise ValueError(
+                f"float mask values must lie in [0, 1], got {mask.min()}..{mask.max()}"
+            )
+        return np.rint(mask * 255.0).astype(np.uint8)
+    raise TypeError(f"cannot store a mask of dtype {mask.dtype}; use bool, uint8 or float")
+
+
+def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write a mask as an 8-bit greyscale PNG (parents created)."""
+    path = Path(path)
+    if np.ndim(mask) != 2:
+        raise ValueError(f"mask for {path} must be 2-D (H, W), got shape {np.shape(mask)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8_mask(mask)).save(path, format="PNG")
+
+
+def image_seed(seed: int, rel: str) -> int:
+    """A per-image seed from (run seed, relative path).
+
+    SHA-256 rather than ``hash()``: Python salts string hashes per process, and the same image
+    must get the same degradation in every process and every run.
+    """
+    digest = hashlib.sha256(f"{int(seed)}\0{rel}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")

@@ -1,0 +1,107 @@
+"""How good is a mask: IoU against the truth, for one mask or a whole folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from align.masks.layout import index_masks, load_mask
+
+
+def binarize(mask: Any) -> np.ndarray:
+    """A mask as a bool array: "object" where the value is at least half of full scale.
+
+    Accepted: bool; uint8 on the 0..255 scale (so >= 128 is object); floats on the 0..1 scale
+    (>= 0.5). Other integer types are refused because 0/1 and 0..255 conventions cannot be told
+    apart from the dtype, and guessing wrong silently empties the mask. Torch tensors are accepted.
+    """
+    if hasattr(mask, "detach"):  # a torch tensor; avoid importing torch just for isinstance
+        mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        return mask
+    if mask.dtype == np.uint8:
+        return mask >= 128
+    if np.issubdtype(mask.dtype, np.floating):
+        if mask.size and (np.nanmin(mask) < 0.0 or np.nanmax(mask) > 1.0):
+            raise ValueError(
+                f"float masks must lie in [0, 1], got values {np.nanmin(mask)}..{np.nanmax(mask)}"
+            )
+        return mask >= 0.5
+    raise TypeError(
+        f"unsupported mask dtype {mask.dtype}: use bool, uint8 (0..255) or float (0..1)"
+    )
+
+
+def mask_iou(a: Any, b: Any) -> float:
+    """Intersection over union of two masks after binarising each at half scale.
+
+    Two empty masks give 1.0: both say "no object here", which is full agreement; this keeps a
+    degraded copy of an empty mask (which stays empty) at the IoU of an identical copy, and keeps
+    the mean IoU of a folder from being dragged down by images without objects. Shapes must match.
+    """
+    a, b = binarize(a), binarize(b)
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    union = np.count_nonzero(a | b)
+    if union == 0:
+        return 1.0
+    return float(np.count_nonzero(a & b) / union)
+
+
+def summarise_ious(per_image: dict[str, float | None]) -> tuple[float | None, dict[str, float]]:
+    """(mean IoU over images, mean IoU per domain); domain = first path component.
+
+    Images whose IoU is None (no truth) are left out; the mean is None when none has one.
+    """
+    by_domain: dict[str, list[float]] = {}
+    for rel, iou in per_image.items():
+        if iou is not None:
+            by_domain.setdefault(PurePosixPath(rel).parts[0], []).append(iou)
+    values = [v for vs in by_domain.values() for v in vs]
+    mean = float(np.mean(values)) if values else None
+    return mean, {d: float(np.mean(vs)) for d, vs in sorted(by_domain.items())}
+
+
+def mask_quality_report(mask_root: str | os.PathLike, gt_root: str | os.PathLike) -> dict:
+    """Compare every ground-truth mask under `gt_root` with its counterpart under `mask_root`.
+
+    Masks are paired by relative path without extension. Every truth mask needs a counterpart
+    (raises naming the missing ones); masks without a truth are only counted (`n_extra`), since a
+    mask folder may cover more images than the truth does.
+
+    Returns ``{"n": int, "mean_iou": float, "mean_iou_per_domain": {domain: float},
+    "per_image": {key: float}, "n_extra": int}`` with keys like ``"domain/class/stem"``.
+    """
+    masks, truths = index_masks(mask_root), index_masks(gt_root)
+    if not truths:
+        raise FileNotFoundError(f"no ground-truth masks found in {gt_root}")
+    missing = sorted(set(truths) - set(masks))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(truths)} ground-truth masks have no counterpart in "
+            f"{mask_root}: {shown}"
+        )
+    per_image: dict[str, float] = {}
+    for key in sorted(truths):
+        pred, truth = load_mask(masks[key]), load_mask(truths[key])
+        if pred.shape != truth.shape:
+            raise ValueError(
+                f"mask {masks[key]} has shape {pred.shape} but its truth {truths[key]} has "
+                f"{truth.shape}"
+            )
+        per_image[key] = mask_iou(pred, truth)
+    mean, per_domain = summarise_ious(per_image)
+    return {
+        "mask_root": str(Path(mask_root)),
+        "gt_root": str(Path(gt_root)),
+        "n": len(per_image),
+        "mean_iou": mean,
+        "mean_iou_per_domain": per_domain,
+        "per_image": per_image,
+        "n_extra": len(set(masks) - set(truths)),
+    }
