@@ -83,7 +83,8 @@ def splits_from_record(
         DataError: naming `source`, the domain and the first offending image paths.
     """
     if not isinstance(record, dict):
-        raise DataError(f"{source}: expected a mapping of domain -> splits, got {type(record).__name__}")
+        kind = type(record).__name__
+        raise DataError(f"{source}: expected a mapping of domain -> splits, got {kind}")
     unknown = sorted(set(record) - set(folder.domains))
     missing = sorted(set(folder.domains) - set(record))
     if unknown or missing:

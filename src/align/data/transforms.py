@@ -103,9 +103,8 @@ class JointTransform:
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         self.geometric = v2.Compose(list(geometric))
-        self.photometric = v2.Compose(
-            [*photometric, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-        )
+        to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+        self.photometric = v2.Compose([*photometric, *to_float])
 
     def __call__(
         self, image: Image.Image, mask: Image.Image | None = None

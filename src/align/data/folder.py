@@ -1,0 +1,455 @@
+"""Scan and validate a DomainBed-layout image folder: ``ROOT/<domain>/<class>/<image>``.
+
+DomainBed reads each domain with `torchvision.datasets.ImageFolder`, so a class folder missing from
+one domain silently shifts every later label there, and a truncated JPEG only fails hours into a
+run. `scan_domainbed` checks the whole tree up front (class folders agree across domains, no empty
+folders, every image decodes, every mask exists and has its image's size) and raises a `DataError`
+naming the offending domain, class or file.
+
+Decoding (`load_rgb`, `load_mask`) lives here too so that scanning and training read pixels alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageFile
+from torchvision.datasets.folder import (
+    IMG_EXTENSIONS,
+    find_classes,
+    has_file_allowed_extension,
+    make_dataset,
+)
+
+from align.data.presets import PRESETS, Preset
+
+log = logging.getLogger(__name__)
+
+# How many offending files an error message lists before summarising the rest as a count.
+_MAX_LISTED = 20
+# Greyscale modes wider than 8 bits, which Pillow cannot convert to RGB/L without clipping.
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+class DataError(ValueError):
+    """A dataset folder, mask or split record that cannot be used as is; the message says where."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image. `path` is relative to the image root (posix), `mask_path` to the masks root."""
+
+    path: str
+    label: int
+    domain: int
+    mask_path: str | None = None
+
+
+@dataclass
+class DomainFolder:
+    """A validated DomainBed tree.
+
+    `samples` are ordered by domain, then class, then path; `domain` indexes `domains` and
+    `label` indexes `classes`. `skipped` lists the image paths (relative) left out as unreadable.
+    """
+
+    root: Path
+    masks_root: Path | None
+    domains: list[str]
+    classes: list[str]
+    samples: list[Sample]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def domain_indices(self, d: int) -> list[int]:
+        """Indices into `samples` of domain `d` (ascending)."""
+        if not 0 <= d < len(self.domains):
+            raise IndexError(f"domain index {d} out of range for domains {self.domains}")
+        return [i for i, s in enumerate(self.samples) if s.domain == d]
+
+    def image_path(self, i: int) -> Path:
+        return self.root / self.samples[i].path
+
+    def mask_file(self, i: int) -> Path | None:
+        s = self.samples[i]
+        if s.mask_path is None or self.masks_root is None:
+            return None
+        return self.masks_root / s.mask_path
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Number of images per domain and class (every class listed, zeros included)."""
+        c = Counter((s.domain, s.label) for s in self.samples)
+        return {
+            dn: {cn: c[(d, k)] for k, cn in enumerate(self.classes)}
+            for d, dn in enumerate(self.domains)
+        }
+
+    def to_json(self) -> dict:
+        """A JSON-ready summary for the run record."""
+        return {
+            "root": str(self.root),
+            "masks_root": None if self.masks_root is None else str(self.masks_root),
+            "domains": list(self.domains),
+            "classes": list(self.classes),
+            "n_samples": len(self.samples),
+            "counts": self.counts(),
+            "n_skipped": len(self.skipped),
+            "skipped": list(self.skipped),
+        }
+
+
+# --------------------------------------------------------------------------------------- decoding
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode an image as 8-bit RGB.
+
+    Greyscale is replicated to three channels; 16-bit ("I;16*", "I") is scaled from 0..65535 and
+    float ("F") from 0..1; palette images go through their palette; CMYK/YCbCr/LAB use Pillow's
+    conversion. Alpha is dropped without compositing (the colour under transparent pixels is kept),
+    which is what torchvision's default loader, and hence DomainBed, does. EXIF orientation is not
+    applied, also like DomainBed, so masks must be drawn on the stored pixel grid.
+    """
+    with Image.open(path) as im:
+        return _to_rgb(im, path)
+
+
+def _to_rgb(im: Image.Image, path: str | os.PathLike) -> Image.Image:
+    if im.mode in _WIDE_GREY:
+        # Pillow's own I->RGB conversion clips at 255 instead of scaling (16-bit turns white).
+        g = np.rint(_wide_to_unit(im) * 255.0).astype(np.uint8)
+        return Image.fromarray(g).convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # avoids Pillow's byte-transparency warning; alpha dropped below
+    for route in (("RGB",), ("RGBA", "RGB")):  # modes such as "La" reach RGB only through RGBA
+        try:
+            out = im
+            for mode in route:
+                out = out.convert(mode)
+            return out
+        except ValueError:
+            continue
+    raise DataError(f"{path}: cannot convert image mode {im.mode!r} to RGB")
+
+
+def _wide_to_unit(im: Image.Image) -> np.ndarray:
+    """16/32-bit integer (0..65535) or float (0..1) greyscale -> float32 [H, W] in [0, 1]."""
+    a = np.asarray(im).astype(np.float32)
+    if im.mode != "F":
+        a = a / 65535.0
+    return np.clip(np.nan_to_num(a), 0.0, 1.0)
+
+
+def load_mask(path: str | os.PathLike) -> Image.Image:
+    """Decode a mask as mode "L" (8-bit, 255 = fully on) or "F" (float in [0, 1]).
+
+    8-bit sources stay "L" (the transform divides by 255). 16-bit ("I;16*", "I") becomes "F" divided
+    by 65535; "F" is kept as is. Colour masks become "L" by the per-pixel channel maximum, so any
+    coloured annotation counts as fully on (luminance would make pure red 0.3). Alpha channels are
+    ignored: the mask is the colour/grey content. Palette masks go through their palette colours.
+    """
+    with Image.open(path) as im:
+        return _to_mask(im, path)
+
+
+def _to_mask(im: Image.Image, path: str | os.PathLike) -> Image.Image:
+    if im.mode in ("L", "F"):
+        return im.copy()
+    if im.mode == "1":
+        return im.convert("L")
+    if im.mode in _WIDE_GREY:
+        return Image.fromarray(_wide_to_unit(im))  # float32 -> mode "F"
+    if im.mode in ("LA", "La"):
+        return im.getchannel("L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    try:
+        rgb = im.convert("RGB")
+    except ValueError:
+        raise DataError(f"{path}: cannot read a mask of image mode {im.mode!r}") from None
+    return Image.fromarray(np.asarray(rgb).max(axis=2))  # uint8 -> mode "L"
+
+
+# ---------------------------------------------------------------------------------------- probing
+
+
+@contextmanager
+def _strict_truncation() -> Iterator[None]:
+    """Make Pillow raise on truncated files while scanning (a user may have turned that off)."""
+    old = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+
+def _probe(path: Path, decode: bool) -> tuple[tuple[int, int] | None, str | None]:
+    """(size, None) for a usable file, (None, reason) otherwise. `decode` reads every pixel."""
+    try:
+        with Image.open(path) as im:
+            if decode:
+                im.load()
+            return im.size, None
+    except Exception as e:  # noqa: BLE001 - any decoder failure means the file is unusable
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _probe_all(paths: list[Path], decode: bool) -> list[tuple[tuple[int, int] | None, str | None]]:
+    """`_probe` over many files in threads (Pillow releases the GIL while decoding)."""
+    workers = max(1, min(16, 2 * (os.cpu_count() or 1), len(paths)))
+    with _strict_truncation(), ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda p: _probe(p, decode), paths))
+
+
+def _listing(items: list[str]) -> str:
+    shown = "\n  ".join(items[:_MAX_LISTED])
+    more = f"\n  ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+    return f"\n  {shown}{more}"
+
+
+def _name_diff(found: list[str], expected: list[str]) -> str:
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    parts = [f"missing {missing}" if missing else "", f"extra {extra}" if extra else ""]
+    return ", ".join(p for p in parts if p)
+
+
+# ----------------------------------------------------------------------------------------- layout
+
+
+def _list_domains(root: Path, masks_root: Path | None, preset: Preset | None) -> list[str]:
+    if not root.exists():
+        raise DataError(f"dataset root {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"dataset root {root} is not a directory")
+    names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if masks_root is not None:  # a masks folder kept inside the image root is not a domain
+        names = [n for n in names if (root / n).resolve() != masks_root.resolve()]
+    if not names:
+        raise DataError(
+            f"dataset root {root} has no domain folders (expected ROOT/<domain>/<class>/<image>)"
+        )
+    if preset is not None and set(names) != set(preset.domains):
+        raise DataError(
+            f"{root}: domain folders do not match preset {preset.name!r} "
+            f"({_name_diff(names, preset.domains)}); found {names}"
+        )
+    return names
+
+
+def _select_domains(found: list[str], wanted: list[str] | None, root: Path) -> list[str]:
+    if wanted is None:
+        return found
+    if not wanted:
+        raise DataError(f"{root}: the domain selection is empty; available: {found}")
+    unknown = sorted(set(wanted) - set(found))
+    if unknown:
+        raise DataError(f"{root}: unknown domain(s) {unknown}; available: {found}")
+    return [d for d in found if d in set(wanted)]
+
+
+def _domain_classes(root: Path, domain: str) -> list[str]:
+    try:
+        classes, _ = find_classes(root / domain)
+    except FileNotFoundError:
+        classes = []
+    classes = [c for c in classes if not c.startswith(".")]
+    if not classes:
+        raise DataError(f"domain {domain!r} ({root / domain}) is empty: it has no class folders")
+    return classes
+
+
+def _check_classes(root: Path, domains: list[str], preset: Preset | None) -> list[str]:
+    """The shared sorted class list; a `DataError` naming each domain whose folders differ."""
+    per_domain = {d: _domain_classes(root, d) for d in domains}
+    reference = sorted(preset.classes) if preset is not None else per_domain[domains[0]]
+    ref_name = f"preset {preset.name!r}" if preset is not None else f"domain {domains[0]!r}"
+    problems = [
+        f"domain {d!r}: class folder(s) {_name_diff(found, reference)}"
+        for d, found in per_domain.items()
+        if found != reference
+    ]
+    if problems:
+        raise DataError(
+            f"{root}: class folders differ between domains (compared with {ref_name}, classes "
+            f"{reference}); labels would shift, so refusing:" + _listing(problems)
+        )
+    return reference
+
+
+def _collect(root: Path, domains: list[str], classes: list[str]) -> list[Sample]:
+    """All image files, sorted by (domain, class, path); error on class folders without images."""
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+
+    def is_image(path: str) -> bool:
+        rel = Path(path).relative_to(root)
+        hidden = any(part.startswith(".") for part in rel.parts)
+        return not hidden and has_file_allowed_extension(path, IMG_EXTENSIONS)
+
+    samples: list[Sample] = []
+    for d, name in enumerate(domains):
+        for c, k in class_to_idx.items():
+            # One class at a time: make_dataset raises on an empty class (torchvision < 0.18 has
+            # no allow_empty), and _check_nonempty below names every empty one at once.
+            try:
+                found = make_dataset(root / name, {c: k}, is_valid_file=is_image)
+            except FileNotFoundError:
+                continue
+            samples += [Sample(Path(p).relative_to(root).as_posix(), y, d) for p, y in found]
+    samples.sort(key=lambda s: (s.domain, s.label, s.path))
+    _check_nonempty(samples, domains, classes, root, reason="without images")
+    return samples
+
+
+def _check_nonempty(samples: list[Sample], domains: list[str], classes: list[str], root: Path,
+                    reason: str) -> None:
+    have = {(s.domain, s.label) for s in samples}
+    empty = [
+        f"{dn}/{cn} ({root / dn / cn})"
+        for d, dn in enumerate(domains) for k, cn in enumerate(classes) if (d, k) not in have
+    ]
+    if empty:
+        raise DataError(
+            f"class folder(s) {reason} (extensions: {', '.join(IMG_EXTENSIONS)}):" + _listing(empty)
+        )
+
+
+# ------------------------------------------------------------------------------- images and masks
+
+
+def _verify_images(root: Path, samples: list[Sample], skip_bad: bool
+                   ) -> tuple[list[Sample], list[str], list[tuple[int, int] | None]]:
+    """Decode every image; drop or report bad ones. Returns (kept, skipped paths, kept sizes)."""
+    results = _probe_all([root / s.path for s in samples], decode=True)
+    bad = [(s.path, why) for s, (_, why) in zip(samples, results) if why is not None]
+    if bad and not skip_bad:
+        raise DataError(
+            f"{len(bad)} unreadable or truncated image(s) under {root} "
+            "(pass skip_bad_images=True to leave them out):"
+            + _listing([f"{root / p}: {why}" for p, why in bad])
+        )
+    kept = [(s, size) for s, (size, why) in zip(samples, results) if why is None]
+    return [s for s, _ in kept], [p for p, _ in bad], [size for _, size in kept]
+
+
+def _mask_index(masks_root: Path, domains: list[str]) -> dict[str, list[str]]:
+    """Relative mask path without extension -> relative mask paths with that stem."""
+    index: dict[str, list[str]] = defaultdict(list)
+    for name in domains:
+        top = masks_root / name
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for f in filenames:
+                if f.startswith(".") or not has_file_allowed_extension(f, IMG_EXTENSIONS):
+                    continue
+                rel = (Path(dirpath) / f).relative_to(masks_root).as_posix()
+                index[rel.rsplit(".", 1)[0]].append(rel)
+    return index
+
+
+def _match_masks(samples: list[Sample], masks_root: Path, domains: list[str]) -> list[Sample]:
+    """`samples` with `mask_path` set; one `DataError` listing every missing or ambiguous mask."""
+    if not masks_root.is_dir():
+        raise DataError(f"masks root {masks_root} does not exist or is not a directory")
+    index = _mask_index(masks_root, domains)
+    by_stem: dict[str, list[str]] = defaultdict(list)
+    for s in samples:
+        by_stem[s.path.rsplit(".", 1)[0]].append(s.path)
+    problems, out = [], []
+    for s in samples:
+        stem = s.path.rsplit(".", 1)[0]
+        found = sorted(index.get(stem, []))
+        expected = f"{masks_root / stem}.<png|jpg|...>"
+        if len(by_stem[stem]) > 1:
+            problems.append(f"images {by_stem[stem]} share the mask stem {expected}")
+        elif not found:
+            problems.append(f"no mask for image {s.path}: expected {expected}")
+        elif len(found) > 1:
+            problems.append(f"image {s.path} has {len(found)} candidate masks: {found}")
+        else:
+            out.append(Sample(s.path, s.label, s.domain, found[0]))
+    if problems:
+        raise DataError(f"mask problems under {masks_root}:" + _listing(sorted(set(problems))))
+    return out
+
+
+def _check_mask_sizes(root: Path, masks_root: Path, samples: list[Sample],
+                      image_sizes: list[tuple[int, int] | None], decode: bool) -> None:
+    """Every mask must decode (never skipped: it is supervision) and match its image's size."""
+    results = _probe_all([masks_root / str(s.mask_path) for s in samples], decode)
+    if any(size is None for size in image_sizes):  # images were not probed yet: read headers
+        image_sizes = [size for size, _ in _probe_all([root / s.path for s in samples], False)]
+    problems = []
+    for s, img_size, (mask_size, why) in zip(samples, image_sizes, results):
+        mask_file = masks_root / str(s.mask_path)
+        if why is not None:
+            problems.append(f"{mask_file}: unreadable mask ({why})")
+        elif img_size is None:
+            problems.append(f"{root / s.path}: unreadable image")
+        elif mask_size != img_size:
+            problems.append(
+                f"mask {mask_file} is {mask_size[0]}x{mask_size[1]} but image "
+                f"{root / s.path} is {img_size[0]}x{img_size[1]} (width x height)"
+            )
+    if problems:
+        raise DataError(f"{len(problems)} mask(s) unusable:" + _listing(problems))
+
+
+# ------------------------------------------------------------------------------------------- scan
+
+
+def scan_domainbed(
+    root: str | os.PathLike,
+    *,
+    masks_root: str | os.PathLike | None = None,
+    preset: str | None = None,
+    domains: list[str] | None = None,
+    skip_bad_images: bool = False,
+    verify_images: bool = True,
+) -> DomainFolder:
+    """Scan ``root/<domain>/<class>/<image>`` and validate it; see the module docstring.
+
+    Args:
+        root: image root. Hidden folders and files (names starting with ".") are ignored.
+        masks_root: optional root of masks at the same relative paths (any image extension).
+        preset: "vlcs" / "terra_incognita": domain and class folders must equal the preset's.
+        domains: keep only these domains (indices then refer to this subset, in sorted order).
+        skip_bad_images: leave unreadable images out (listed in `skipped`) instead of failing.
+            A class left without images is still an error; bad masks are always errors.
+        verify_images: fully decode every image (and mask); False only reads headers where sizes
+            are needed (masks), which is much faster but lets broken files through.
+
+    Raises:
+        DataError: naming the folder, domain, class or file at fault.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise DataError(f"unknown dataset preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+    spec = PRESETS[preset] if preset is not None else None
+    root_p = Path(root).expanduser().resolve()
+    masks_p = None if masks_root is None else Path(masks_root).expanduser().resolve()
+    chosen = _select_domains(_list_domains(root_p, masks_p, spec), domains, root_p)
+    classes = _check_classes(root_p, chosen, spec)
+    samples = _collect(root_p, chosen, classes)
+
+    sizes: list[tuple[int, int] | None] = [None] * len(samples)
+    skipped: list[str] = []
+    if verify_images:
+        samples, skipped, sizes = _verify_images(root_p, samples, skip_bad_images)
+        if skipped:
+            log.warning("skipped %d unreadable image(s) under %s", len(skipped), root_p)
+            _check_nonempty(samples, chosen, classes, root_p, reason="without readable images")
+    if masks_p is not None:
+        samples = _match_masks(samples, masks_p, chosen)
+        _check_mask_sizes(root_p, masks_p, samples, sizes, decode=verify_images)
+    return DomainFolder(root_p, masks_p, chosen, classes, samples, skipped)

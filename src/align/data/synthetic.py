@@ -1,0 +1,459 @@
+"""Built-in synthetic benchmark: drawn shapes on styled backgrounds, plus a misleading cue.
+
+A scene is one filled shape (its class) on a background styled by its domain, plus a small
+coloured square -- the *cue* -- in the background, never touching the shape. In domain ``d``
+a class-``k`` scene gets cue colour ``(k + d) mod K`` with probability ``cue_strength``
+(else a uniformly random one), so a model that reads the cue fails on a held-out domain,
+while the exact object mask says where the real evidence is. Output (DomainBed layout)::
+
+    OUT/images/<domain>/<class>/<NNNNN>.png   RGB
+    OUT/masks/<domain>/<class>/<NNNNN>.png    mode "L", 0 or 255, exactly the object
+    OUT/synth.json                            parameters, seed, counts, cue mapping
+
+Each scene has its own generator seeded by ``(seed, domain_index, index)``, so one scene, a
+partial run and a full run agree byte for byte. See ``docs/synthetic.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from align import __version__
+from align.io import write_json
+
+#: Bump whenever the same (config, seed) would give different bytes.
+SYNTH_VERSION = 1
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class DomainStyle:
+    """How one domain looks. Lengths are fractions of the image side, so styles scale."""
+
+    background: str  # "gradient" | "stripes" | "speckle" | "checker"
+    bg_range: tuple[int, int]  # per-channel range of background colours
+    period_range: tuple[float, float]  # stripe / checker period; unused by other kinds
+    palette: tuple[RGB, ...]  # object colours, drawn independently of the class
+    jitter: int  # +/- per-channel jitter added to the palette colour
+    noise_std: float  # Gaussian pixel noise (0-255 units) over the whole image
+    scale_range: tuple[float, float]  # object circumradius
+
+
+# The palettes are disjoint in lightness/saturation from their own backgrounds so the
+# object always stands out, and none is a pure primary so objects never look like a cue.
+STYLES: MappingProxyType[str, DomainStyle] = MappingProxyType({
+    "photo": DomainStyle(
+        "gradient", (70, 190), (0.0, 0.0),
+        ((235, 125, 35), (125, 55, 170), (25, 150, 135), (235, 120, 170),
+         (35, 45, 120), (130, 80, 40), (150, 200, 60)),
+        20, 3.0, (0.22, 0.34)),
+    "sketch": DomainStyle(
+        "stripes", (225, 250), (0.07, 0.12),
+        ((25, 25, 25), (55, 55, 65), (35, 40, 95), (85, 55, 35), (70, 70, 70)),
+        10, 2.0, (0.18, 0.30)),
+    "noisy": DomainStyle(
+        "speckle", (20, 90), (0.0, 0.0),
+        ((215, 215, 215), (180, 140, 215), (225, 180, 130), (130, 190, 225), (200, 220, 160)),
+        15, 28.0, (0.20, 0.32)),
+    "texture": DomainStyle(
+        "checker", (40, 140), (0.06, 0.16),
+        ((250, 215, 170), (205, 240, 210), (215, 215, 250), (250, 250, 225), (245, 200, 215)),
+        10, 6.0, (0.26, 0.40)),
+})
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "star", "ring")
+
+#: Cue colours, saturated so a small CNN finds them at once. K = number of classes.
+CUE_COLORS: tuple[tuple[str, RGB], ...] = (
+    ("red", (255, 0, 0)), ("green", (0, 220, 0)), ("blue", (0, 0, 255)),
+    ("yellow", (255, 230, 0)), ("magenta", (255, 0, 255)), ("cyan", (0, 230, 230)),
+)
+
+_PLACE_TRIES = 50  # object re-draws allowed when no room is left for the cue
+_COLOUR_TRIES = 8  # palette draws before settling for the most contrasting one
+_MIN_CONTRAST = 120.0  # L1 distance (sum over RGB) between object and nearby background
+
+
+def _fail(name: str, message: str) -> None:
+    raise ValueError(f"SynthConfig.{name}: {message}")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Generation parameters. Defaults are the benchmark and are fixed before any comparison."""
+
+    size: int = 64
+    n_per_domain: int = 500
+    domains: tuple[str, ...] = ("photo", "sketch", "noisy", "texture")
+    classes: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+    cue_strength: float = 0.9
+    cue_frac: float = 0.14  # side of the cue square, as a fraction of size
+    noise_scale: float = 1.0  # multiplies every domain's noise_std (0 = noise-free)
+
+    def __post_init__(self) -> None:
+        # Accept lists (e.g. from YAML or the CLI) but store tuples so the config stays hashable.
+        object.__setattr__(self, "domains", _names("domains", self.domains))
+        object.__setattr__(self, "classes", _names("classes", self.classes))
+        _validate(self)
+        for field, cast in (("size", int), ("n_per_domain", int), ("cue_strength", float),
+                            ("cue_frac", float), ("noise_scale", float)):
+            object.__setattr__(self, field, cast(getattr(self, field)))  # numpy -> plain, for JSON
+
+    @property
+    def n_cues(self) -> int:
+        """K: one cue colour per class, so each domain's class->cue mapping is a permutation."""
+        return len(self.classes)
+
+    @property
+    def cue_px(self) -> int:
+        return max(2, round(self.cue_frac * self.size))
+
+    @property
+    def margin_px(self) -> int:
+        """Gap kept between the object and the cue, so the cue never touches the shape."""
+        return max(1, round(self.size / 32))
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _names(field: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        # tuple("photo") would silently become five letters
+        _fail(field, f"must be a sequence of names, got {value!r}")
+    return tuple(value)
+
+
+def _validate(c: SynthConfig) -> None:
+    for field, names, known in (("domains", c.domains, STYLES), ("classes", c.classes, SHAPES)):
+        if len(names) < 2 or len(set(names)) != len(names):
+            _fail(field, f"need at least 2 distinct names, got {names!r}")
+        unknown = [x for x in names if x not in known]
+        if unknown:
+            _fail(field, f"unknown {unknown}; choose from {list(known)}")
+    if len(c.domains) > len(c.classes):  # domains d and d + K would share one cue mapping
+        _fail("domains", f"{len(c.domains)} domains need at least as many classes (got "
+                         f"{len(c.classes)}) so that every domain's cue mapping differs")
+    ranges = (("size", c.size, 16, 1024, True),
+              ("n_per_domain", c.n_per_domain, len(c.classes), 99_999, True),  # >= 1 per class
+              ("cue_strength", c.cue_strength, 0.0, 1.0, False),
+              ("cue_frac", c.cue_frac, 0.02, 0.25, False),
+              ("noise_scale", c.noise_scale, 0.0, 10.0, False))
+    for field, value, lo, hi, integer in ranges:
+        if not (_is_int(value) if integer else _is_number(value)) or not lo <= value <= hi:
+            kind = "an integer" if integer else "a number"
+            _fail(field, f"must be {kind} in [{lo}, {hi}], got {value!r}")
+
+
+DEFAULT_CONFIG = SynthConfig()
+
+
+def cue_index(config: SynthConfig, domain_index: int, label: int) -> int:
+    """The cue colour the class->cue mapping gives class `label` in domain `domain_index`."""
+    return (label + domain_index) % config.n_cues
+
+
+def cue_mapping(config: SynthConfig) -> dict[str, dict[str, str]]:
+    """{domain: {class: cue colour name}} -- what `synth.json` records."""
+    return {d: {k: CUE_COLORS[cue_index(config, di, ki)][0] for ki, k in enumerate(config.classes)}
+            for di, d in enumerate(config.domains)}
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One rendered scene, with everything the tests and docs need to check it."""
+
+    image: np.ndarray  # uint8 [H, W, 3]
+    mask: np.ndarray  # bool [H, W], exactly the object's pixels
+    label: int
+    cue: int  # index into CUE_COLORS of the cue drawn
+    cue_agrees: bool  # cue == the domain's mapped cue for this label
+    cue_box: tuple[int, int, int, int]  # y0, x0, y1, x1 (end-exclusive)
+    object_color: RGB
+
+
+@lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (y, x); cached and read-only since every scene shares them."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    ys.flags.writeable = False
+    xs.flags.writeable = False
+    return ys, xs
+
+
+def _shape_mask(shape: str, size: int, cy: float, cx: float, r: float, theta: float) -> np.ndarray:
+    """Hard-edged mask of a shape with circumradius `r` (so it fits a disc of radius r)."""
+    ys, xs = _grid(size)
+    dx, dy = xs - cx, ys - cy
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = c * dx + s * dy, -s * dx + c * dy  # coordinates in the shape's rotated frame
+    if shape == "circle":
+        return dx * dx + dy * dy <= (0.9 * r) ** 2
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= r / math.sqrt(2)
+    if shape == "triangle":  # equilateral: inside all three half-planes at distance r/2
+        inside = np.ones_like(u, dtype=bool)
+        for k in range(3):
+            a = math.pi / 2 + 2 * math.pi * k / 3
+            inside &= u * math.cos(a) + v * math.sin(a) <= r / 2
+        return inside
+    if shape == "cross":  # union of two rectangles; arm tips' corners stay within r
+        arm, half_w = 0.95 * r, 0.3 * r
+        au, av = np.abs(u), np.abs(v)
+        return ((au <= arm) & (av <= half_w)) | ((av <= arm) & (au <= half_w))
+    if shape == "star":  # five points: fold the angle onto one edge tip->inner vertex
+        sector = 2 * math.pi / 5
+        m = np.mod(np.arctan2(v, u), sector)
+        alpha = np.minimum(m, sector - m)
+        rho = np.hypot(u, v)
+        px, py = rho * np.cos(alpha), rho * np.sin(alpha)
+        qx, qy = 0.45 * r * math.cos(sector / 2), 0.45 * r * math.sin(sector / 2)
+        return (qx - r) * py - qy * (px - r) >= 0
+    if shape == "ring":
+        d2 = dx * dx + dy * dy
+        return (d2 <= (0.9 * r) ** 2) & (d2 >= (0.45 * r) ** 2)
+    raise ValueError(f"unknown shape {shape!r}; choose from {list(SHAPES)}")
+
+
+def _background(rng: np.random.Generator, style: DomainStyle, size: int) -> np.ndarray:
+    """Float [H, W, 3] background in the domain's style."""
+    ys, xs = _grid(size)
+    lo, hi = style.bg_range
+    kind = style.background
+    if kind == "gradient":
+        c0, c1 = rng.uniform(lo, hi, 3), rng.uniform(lo, hi, 3)
+        a = rng.uniform(0, 2 * math.pi)
+        t = xs * math.cos(a) + ys * math.sin(a)
+        t = (t - t.min()) / (t.max() - t.min())
+        return c0 + (c1 - c0) * t[..., None]
+    if kind == "stripes":  # paper with thin pencil hatching
+        paper = rng.uniform(lo, hi)
+        ink = paper - rng.uniform(35, 60)
+        period = rng.uniform(*style.period_range) * size
+        a = rng.uniform(0, math.pi)
+        lines = np.mod(xs * math.cos(a) + ys * math.sin(a), period) < max(1.0, size / 64)
+        grey = np.where(lines, ink, paper)
+        return grey[..., None] + np.array([0.0, -3.0, -10.0])  # warm paper tint
+    if kind == "checker":
+        c0 = rng.uniform(lo, hi, 3)
+        c1 = c0 * rng.uniform(0.4, 0.6)  # a darker shade, so the checks are always visible
+        cell = rng.uniform(*style.period_range) * size
+        a = rng.uniform(0, math.pi / 2)
+        u = xs * math.cos(a) + ys * math.sin(a)
+        v = -xs * math.sin(a) + ys * math.cos(a)
+        odd = (np.floor(u / cell) + np.floor(v / cell)) % 2 == 1
+        return np.where(odd[..., None], c1, c0)
+    if kind == "speckle":
+        base, dot = rng.uniform(lo, hi, 3), rng.uniform(lo, hi, 3)
+        dots = rng.random((size, size)) < 0.2
+        return np.where(dots[..., None], dot, base)
+    raise ValueError(f"unknown background kind {kind!r}")
+
+
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation by a (2r+1)^2 square, done as two separable passes of shifts."""
+    rows = mask.copy()
+    for k in range(1, r + 1):
+        rows[k:] |= mask[:-k]
+        rows[:-k] |= mask[k:]
+    out = rows.copy()
+    for k in range(1, r + 1):
+        out[:, k:] |= rows[:, :-k]
+        out[:, :-k] |= rows[:, k:]
+    return out
+
+
+def _free_cue_positions(blocked: np.ndarray, side: int) -> np.ndarray:
+    """Flat indices (over the (H-side+1)^2 grid of top-left corners) of windows clear of `blocked`."""
+    integral = np.pad(blocked.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    s = integral[side:, side:] - integral[:-side, side:] - integral[side:, :-side] \
+        + integral[:-side, :-side]
+    return np.flatnonzero(s == 0)
+
+
+def _place_object(rng: np.random.Generator, config: SynthConfig, style: DomainStyle,
+                  shape: str) -> tuple[np.ndarray, np.ndarray]:
+    """Draw size, position and rotation until the cue has somewhere to go; (mask, free cue spots)."""
+    size = config.size
+    for _ in range(_PLACE_TRIES):
+        r = rng.uniform(*style.scale_range) * size
+        cy, cx = rng.uniform(r + 1, size - 1 - r, 2)  # the whole disc of radius r fits
+        theta = rng.uniform(0, 2 * math.pi)
+        mask = _shape_mask(shape, size, cy, cx, r, theta)
+        free = _free_cue_positions(_dilate(mask, config.margin_px), config.cue_px)
+        if mask.any() and free.size:
+            return mask, free
+    raise RuntimeError(f"could not fit a {config.cue_px}px cue beside a {shape} in "
+                       f"{_PLACE_TRIES} tries; lower cue_frac")
+
+
+def _object_colour(rng: np.random.Generator, style: DomainStyle, bg: np.ndarray,
+                   ring: np.ndarray) -> np.ndarray:
+    """A palette colour (class-independent) that stands out from the background around it."""
+    ref = bg[ring].mean(axis=0)
+    best, best_contrast = None, -1.0
+    for _ in range(_COLOUR_TRIES):
+        base = np.asarray(style.palette[rng.integers(len(style.palette))], dtype=np.float64)
+        colour = np.clip(base + rng.integers(-style.jitter, style.jitter + 1, 3), 0, 255)
+        contrast = float(np.abs(colour - ref).sum())
+        if contrast >= _MIN_CONTRAST:
+            return colour
+        if contrast > best_contrast:
+            best, best_contrast = colour, contrast
+    return best
+
+
+def _check_seed(seed: object) -> None:
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def render_scene(config: SynthConfig, seed: int, domain_index: int, index: int) -> Scene:
+    """Render scene `index` of domain `config.domains[domain_index]`, entirely in memory.
+
+    All random draws happen in a fixed order whatever the settings, so changing
+    `cue_strength` changes only cue colours and `noise_scale` only the noise.
+    """
+    _check_seed(seed)
+    if not _is_int(domain_index) or not 0 <= domain_index < len(config.domains):
+        raise ValueError(f"domain_index must be in [0, {len(config.domains)}), got {domain_index!r}")
+    if not _is_int(index) or index < 0:
+        raise ValueError(f"index must be a non-negative integer, got {index!r}")
+    style = STYLES[config.domains[domain_index]]
+    label = int(index % len(config.classes))  # round-robin keeps every domain balanced
+    rng = np.random.default_rng([seed, domain_index, index])
+
+    bg = _background(rng, style, config.size)
+    mask, free = _place_object(rng, config, style, config.classes[label])
+    colour = _object_colour(rng, style, bg, _dilate(mask, config.margin_px) & ~mask)
+
+    mapped = cue_index(config, domain_index, label)
+    agrees_draw, random_cue = rng.random(), int(rng.integers(config.n_cues))
+    cue = mapped if agrees_draw < config.cue_strength else random_cue
+    y0, x0 = divmod(int(free[rng.integers(free.size)]), config.size - config.cue_px + 1)
+    y1, x1 = y0 + config.cue_px, x0 + config.cue_px
+
+    img = bg.copy()
+    img[mask] = colour
+    img[y0:y1, x0:x1] = CUE_COLORS[cue][1]
+    img += rng.standard_normal(img.shape) * (style.noise_std * config.noise_scale)
+    image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return Scene(image, mask, label, cue, cue == mapped, (y0, x0, y1, x1),
+                 tuple(int(v) for v in colour))
+
+
+def render(config: SynthConfig, seed: int, domain_index: int,
+           index: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(image uint8 [H, W, 3], object mask bool [H, W], label) -- exactly what `generate` writes."""
+    scene = render_scene(config, seed, domain_index, index)
+    return scene.image, scene.mask, scene.label
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    """Write one PNG. A module-level function so tests can make it fail mid-run."""
+    Image.fromarray(array).save(path, format="PNG")
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a directory")
+        if not overwrite and any(out.iterdir()):
+            raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True "
+                                  "(--overwrite) to replace it")
+
+
+def _install(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished `tmp` into place; an old `out` is moved aside first, then deleted."""
+    _check_target(out, overwrite)  # again: something may have appeared while we worked
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = tmp.with_name(tmp.name + ".old")
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        old.rename(out)  # put the previous dataset back rather than leave nothing
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_scenes(root: Path, config: SynthConfig, seed: int,
+                  progress: Callable[[int, int], None] | None) -> dict:
+    """Render and save every scene under `root`; returns the counts for synth.json."""
+    total, done = len(config.domains) * config.n_per_domain, 0
+    counts = {d: {k: 0 for k in config.classes} for d in config.domains}
+    agree = {d: 0 for d in config.domains}
+    for d, domain in enumerate(config.domains):
+        for part in ("images", "masks"):
+            for k in config.classes:
+                (root / part / domain / k).mkdir(parents=True)
+        for i in range(config.n_per_domain):
+            scene = render_scene(config, seed, d, i)
+            k = config.classes[scene.label]
+            name = f"{i:05d}.png"
+            _save_png(root / "images" / domain / k / name, scene.image)
+            _save_png(root / "masks" / domain / k / name, scene.mask.astype(np.uint8) * 255)
+            counts[domain][k] += 1
+            agree[domain] += scene.cue_agrees
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return {"counts": counts, "cue_agreement": {d: agree[d] / config.n_per_domain for d in agree}}
+
+
+def _metadata(config: SynthConfig, seed: int, stats: dict) -> dict:
+    """Everything needed to regenerate and to interpret the dataset; no timestamps, so the
+    file is as reproducible as the images."""
+    k, p = config.n_cues, config.cue_strength
+    cue = {"rule": "cue(k, d) = (k + d) mod K with probability cue_strength, else uniform",
+           "K": k, "colors": {name: list(rgb) for name, rgb in CUE_COLORS[:k]},
+           "size_px": config.cue_px, "mapping": cue_mapping(config),
+           "expected_agreement": p + (1 - p) / k}
+    return {"format": "align-synth", "version": SYNTH_VERSION, "align_version": __version__,
+            "seed": seed, "config": asdict(config),
+            "styles": {d: asdict(STYLES[d]) for d in config.domains}, "cue": cue, **stats}
+
+
+def generate(out_dir: str | Path, config: SynthConfig = DEFAULT_CONFIG, seed: int = 0,
+             overwrite: bool = False,
+             progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write the benchmark to `out_dir` and return it.
+
+    The dataset is built in a hidden sibling directory and renamed into place only when
+    complete, so `out_dir` is either absent, the old dataset, or the whole new one. A
+    non-empty `out_dir` is an error unless `overwrite`. `progress(done, total)` is called
+    after each scene.
+    """
+    if not isinstance(config, SynthConfig):
+        raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
+    _check_seed(seed)
+    seed, out = int(seed), Path(out_dir)
+    _check_target(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        stats = _write_scenes(tmp, config, seed, progress)
+        write_json(tmp / "synth.json", _metadata(config, seed, stats))
+        _install(tmp, out, overwrite)
+    finally:
+        if tmp.exists():  # only on failure: on success it has become `out`
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,285 @@
+"""DomainBed folder scanning: each bad input gets a DataError naming it; decoding RGB / masks."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from align.data.folder import DataError, DomainFolder, Sample, load_mask, load_rgb, scan_domainbed
+from align.data.presets import PRESETS
+
+
+def _img(size=(12, 10), value=(200, 30, 60)) -> Image.Image:
+    return Image.new("RGB", size, value)
+
+
+def make_tree(root: Path, spec: dict[str, dict[str, int]], ext="jpg", size=(12, 10)) -> Path:
+    """Write ``root/<domain>/<class>/<i>.<ext>`` with `spec[domain][class]` images each."""
+    for d, classes in spec.items():
+        (root / d).mkdir(parents=True, exist_ok=True)
+        for c, n in classes.items():
+            (root / d / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                _img(size, (10 * i, 100, 50)).save(root / d / c / f"{i}.{ext}")
+    return root
+
+
+def make_masks(masks: Path, folder: DomainFolder, ext="png") -> Path:
+    for s in folder.samples:
+        target = (masks / s.path).with_suffix(f".{ext}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(folder.root / s.path) as im:
+            Image.new("L", im.size, 255).save(target)
+    return masks
+
+
+SPEC = {"A": {"cat": 2, "dog": 3}, "B": {"cat": 1, "dog": 2}}
+
+
+def test_scan_ok_order_counts_and_record(tmp_path):
+    root = make_tree(tmp_path / "data", SPEC)
+    (root / ".hidden").mkdir()  # hidden domain folder: ignored
+    (root / "A" / "cat" / "notes.txt").write_text("not an image")  # non-image: ignored
+    (root / "A" / "cat" / ".0.jpg").write_bytes(b"resource fork")  # hidden file: ignored
+    f = scan_domainbed(root)
+    assert f.domains == ["A", "B"] and f.classes == ["cat", "dog"]
+    assert [s.path for s in f.samples] == [
+        "A/cat/0.jpg", "A/cat/1.jpg", "A/dog/0.jpg", "A/dog/1.jpg", "A/dog/2.jpg",
+        "B/cat/0.jpg", "B/dog/0.jpg", "B/dog/1.jpg",
+    ]
+    assert f.samples[2] == Sample("A/dog/0.jpg", 1, 0, None)
+    assert f.domain_indices(1) == [5, 6, 7]
+    rec = f.to_json()
+    assert rec["counts"] == {"A": {"cat": 2, "dog": 3}, "B": {"cat": 1, "dog": 2}}
+    assert rec["n_samples"] == 8 and rec["skipped"] == [] and rec["domains"] == ["A", "B"]
+    assert json.loads(json.dumps(rec)) == rec
+
+
+def test_root_missing_or_file_or_without_domains(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        scan_domainbed(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a directory"):
+        scan_domainbed(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no domain folders"):
+        scan_domainbed(tmp_path / "empty")
+
+
+def test_differing_class_folders_name_domain_and_class(tmp_path):
+    root = make_tree(tmp_path, {"A": {"cat": 1, "dog": 1}, "B": {"cat": 1, "emu": 1}})
+    with pytest.raises(DataError) as e:
+        scan_domainbed(root)
+    msg = str(e.value)
+    assert "domain 'B'" in msg and "missing ['dog']" in msg and "extra ['emu']" in msg
+
+
+def test_empty_domain_is_named(tmp_path):
+    root = make_tree(tmp_path, {"A": {"cat": 1}})
+    (root / "Empty").mkdir()
+    with pytest.raises(DataError, match="domain 'Empty'.*empty"):
+        scan_domainbed(root)
+
+
+def test_empty_class_is_named(tmp_path):
+    root = make_tree(tmp_path, {"A": {"cat": 1, "dog": 1}, "B": {"cat": 1, "dog": 0}})
+    (root / "B" / "dog" / "readme.txt").write_text("no images here")
+    with pytest.raises(DataError, match="B/dog"):
+        scan_domainbed(root)
+
+
+def _truncated(fmt: str) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(buf, fmt)
+    data = buf.getvalue()
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    "name,data",
+    [("garbage.jpg", b"this is not a jpeg" * 10), ("cut.png", _truncated("PNG")),
+     ("cut.jpg", _truncated("JPEG"))],
+)
+def test_bad_image_names_the_file(tmp_path, name, data):
+    root = make_tree(tmp_path, SPEC)
+    (root / "B" / "dog" / name).write_bytes(data)
+    with pytest.raises(DataError) as e:
+        scan_domainbed(root)
+    assert str(root / "B" / "dog" / name) in str(e.value)
+
+
+def test_truncation_detected_even_if_pillow_is_lenient(tmp_path):
+    root = make_tree(tmp_path, SPEC)
+    (root / "A" / "cat" / "cut.jpg").write_bytes(_truncated("JPEG"))
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        with pytest.raises(DataError, match="cut.jpg"):
+            scan_domainbed(root)
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def test_skip_bad_images_records_them(tmp_path, caplog):
+    root = make_tree(tmp_path, SPEC)
+    (root / "A" / "dog" / "bad.jpg").write_bytes(b"garbage")
+    (root / "B" / "cat" / "cut.png").write_bytes(_truncated("PNG"))
+    f = scan_domainbed(root, skip_bad_images=True)
+    assert f.skipped == ["A/dog/bad.jpg", "B/cat/cut.png"]
+    assert len(f) == 8 and all("bad" not in s.path and "cut" not in s.path for s in f.samples)
+    assert f.to_json()["n_skipped"] == 2
+    assert "skipped 2" in caplog.text
+
+
+def test_class_emptied_by_skipping_is_still_an_error(tmp_path):
+    root = make_tree(tmp_path, {"A": {"cat": 1, "dog": 1}, "B": {"cat": 1, "dog": 0}})
+    (root / "B" / "dog" / "bad.jpg").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="B/dog"):
+        scan_domainbed(root, skip_bad_images=True)
+
+
+def test_verify_images_false_skips_decoding(tmp_path):
+    root = make_tree(tmp_path, SPEC)
+    (root / "A" / "dog" / "bad.jpg").write_bytes(b"garbage")
+    assert len(scan_domainbed(root, verify_images=False)) == 9
+
+
+# ----------------------------------------------------------------------------------------- masks
+
+
+def test_masks_matched_by_stem(tmp_path):
+    root = make_tree(tmp_path / "img", SPEC)
+    masks = make_masks(tmp_path / "masks", scan_domainbed(root))
+    f = scan_domainbed(root, masks_root=masks)
+    assert f.samples[0].mask_path == "A/cat/0.png"
+    assert f.mask_file(0) == masks.resolve() / "A/cat/0.png"
+
+
+def test_masks_root_inside_image_root_is_not_a_domain(tmp_path):
+    root = make_tree(tmp_path, SPEC)
+    make_masks(root / "masks", scan_domainbed(root))
+    assert scan_domainbed(root, masks_root=root / "masks").domains == ["A", "B"]
+
+
+def test_missing_mask_names_image_and_expected_location(tmp_path):
+    root = make_tree(tmp_path / "img", SPEC)
+    masks = make_masks(tmp_path / "masks", scan_domainbed(root))
+    (masks / "B" / "dog" / "1.png").unlink()
+    with pytest.raises(DataError) as e:
+        scan_domainbed(root, masks_root=masks)
+    assert "B/dog/1.jpg" in str(e.value) and str(masks.resolve() / "B/dog/1") in str(e.value)
+
+
+def test_mask_of_other_size_names_both_files_and_sizes(tmp_path):
+    root = make_tree(tmp_path / "img", SPEC, size=(12, 10))
+    masks = make_masks(tmp_path / "masks", scan_domainbed(root))
+    Image.new("L", (11, 10)).save(masks / "A" / "dog" / "2.png")
+    with pytest.raises(DataError) as e:
+        scan_domainbed(root, masks_root=masks)
+    msg = str(e.value)
+    assert str(masks.resolve() / "A/dog/2.png") in msg
+    assert str(root.resolve() / "A/dog/2.jpg") in msg
+    assert "11x10" in msg and "12x10" in msg
+
+
+def test_two_candidate_masks_is_an_error(tmp_path):
+    root = make_tree(tmp_path / "img", SPEC)
+    masks = make_masks(tmp_path / "masks", scan_domainbed(root))
+    Image.new("L", (12, 10)).save(masks / "A" / "cat" / "0.jpg")
+    with pytest.raises(DataError, match="A/cat/0.jpg has 2 candidate masks"):
+        scan_domainbed(root, masks_root=masks)
+
+
+def test_unreadable_mask_is_an_error_even_when_skipping(tmp_path):
+    root = make_tree(tmp_path / "img", SPEC)
+    masks = make_masks(tmp_path / "masks", scan_domainbed(root))
+    (masks / "A" / "cat" / "1.png").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="unreadable mask"):
+        scan_domainbed(root, masks_root=masks, skip_bad_images=True)
+
+
+# ------------------------------------------------------------------------------ presets / subsets
+
+
+def test_preset_match_and_mismatch(tmp_path):
+    p = PRESETS["vlcs"]
+    spec = {d: {c: 1 for c in p.classes} for d in p.domains}
+    root = make_tree(tmp_path / "vlcs", spec, size=(4, 4))
+    f = scan_domainbed(root, preset="vlcs")
+    assert f.domains == p.domains and f.classes == p.classes
+    (root / "LabelMe").rename(root / "Labelme")
+    with pytest.raises(DataError, match=r"missing \['LabelMe'\], extra \['Labelme'\]"):
+        scan_domainbed(root, preset="vlcs")
+    (root / "Labelme").rename(root / "LabelMe")
+    (root / "SUN09" / "dog").rename(root / "SUN09" / "dogs")
+    for d in p.domains:  # keep the domains consistent with each other; only the preset differs
+        if d != "SUN09":
+            (root / d / "dog").rename(root / d / "dogs")
+    with pytest.raises(DataError, match=r"missing \['dog'\], extra \['dogs'\]"):
+        scan_domainbed(root, preset="vlcs")
+    with pytest.raises(DataError, match="unknown dataset preset 'pacs'"):
+        scan_domainbed(root, preset="pacs")
+
+
+def test_domain_subset_and_unknown_domain(tmp_path):
+    root = make_tree(tmp_path, {**SPEC, "C": {"cat": 1, "dog": 1}})
+    f = scan_domainbed(root, domains=["C", "A"])
+    assert f.domains == ["A", "C"] and {s.domain for s in f.samples} == {0, 1}
+    with pytest.raises(DataError, match=r"unknown domain.*'Z'.*available: \['A', 'B', 'C'\]"):
+        scan_domainbed(root, domains=["A", "Z"])
+    with pytest.raises(DataError, match="domain selection is empty"):
+        scan_domainbed(root, domains=[])
+
+
+# -------------------------------------------------------------------------------------- decoding
+
+
+def _roundtrip(tmp_path: Path, im: Image.Image, name: str) -> Path:
+    path = tmp_path / name
+    im.save(path)
+    return path
+
+
+def test_load_rgb_converts_every_mode(tmp_path):
+    grey = _roundtrip(tmp_path, Image.new("L", (3, 2), 100), "g.png")
+    wide = Image.fromarray(np.array([[65535, 32896, 0]], dtype=np.uint16))
+    g16 = _roundtrip(tmp_path, wide, "g16.png")
+    rgba = _roundtrip(tmp_path, Image.new("RGBA", (3, 2), (10, 20, 30, 0)), "a.png")
+    la = _roundtrip(tmp_path, Image.new("LA", (3, 2), (70, 128)), "la.png")
+    pal = Image.new("P", (3, 2), 1)
+    pal.putpalette([0, 0, 0, 5, 150, 250] + [0] * 762)
+    pal_t = pal.copy()
+    pal_t.info["transparency"] = 1
+    p1 = _roundtrip(tmp_path, pal, "p.png")
+    p2 = _roundtrip(tmp_path, pal_t, "pt.png")
+    cmyk = _roundtrip(tmp_path, Image.new("CMYK", (8, 8), (0, 0, 0, 0)), "c.jpg")
+    expected = {grey: (100, 100, 100), rgba: (10, 20, 30), la: (70, 70, 70), p1: (5, 150, 250),
+                p2: (5, 150, 250)}
+    for path, rgb in expected.items():
+        im = load_rgb(path)
+        assert im.mode == "RGB" and im.getpixel((0, 0)) == rgb, path.name
+    with Image.open(cmyk) as raw:
+        assert raw.mode == "CMYK"
+    c = load_rgb(cmyk)
+    assert c.mode == "RGB" and min(c.getpixel((0, 0))) >= 250  # CMYK 0,0,0,0 is white
+    assert np.asarray(load_rgb(g16))[0, :, 0].tolist() == [255, 128, 0]  # scaled, not clipped
+
+
+def test_load_mask_modes(tmp_path):
+    m8 = load_mask(_roundtrip(tmp_path, Image.new("L", (2, 2), 128), "m.png"))
+    assert m8.mode == "L" and m8.getpixel((0, 0)) == 128
+    m1 = load_mask(_roundtrip(tmp_path, Image.new("1", (2, 2), 1), "b.png"))
+    assert m1.mode == "L" and m1.getpixel((0, 0)) == 255
+    wide = Image.fromarray(np.full((2, 2), 65535, np.uint16))
+    m16 = load_mask(_roundtrip(tmp_path, wide, "s.png"))
+    assert m16.mode == "F" and m16.getpixel((0, 0)) == pytest.approx(1.0)
+    red = load_mask(_roundtrip(tmp_path, Image.new("RGB", (2, 2), (255, 0, 0)), "r.png"))
+    assert red.mode == "L" and red.getpixel((0, 0)) == 255
+    mf = load_mask(_roundtrip(tmp_path, Image.new("F", (2, 2), 0.25), "f.tiff"))
+    assert mf.mode == "F" and mf.getpixel((0, 0)) == pytest.approx(0.25)
