@@ -34,7 +34,18 @@ from align.metrics import (
 )
 
 H = W = 8  # the quadrant is 4x4 = 16 of the 64 pixels
+F64 = torch.float64
 WEIGHT = 2.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # The tensors here are tiny: intra-op threads only add synchronisation, which on a busy CI
+    # machine made single-image forward passes ~50x slower. Restored afterwards.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def sig(v: float) -> float:
@@ -105,12 +116,12 @@ def test_topk_masks_counts_nesting_and_ties():
 
 
 def test_comprehensiveness_and_sufficiency_on_the_region_the_model_reads():
-    model, x, s = QuadrantModel(), quadrant_input(), quadrant_map()
+    model, x, s = QuadrantModel().eval(), quadrant_input(), quadrant_map()
     fractions = (0.125, 0.25, 0.5)  # 8, 16, 32 pixels
     comp = Comprehensiveness(substrate="zero", fractions=fractions)(model=model, x=x, saliency=s)
     suff = Sufficiency(substrate="zero", fractions=fractions)(model=model, x=x, saliency=s)
     # Removing 8 of the 16 quadrant pixels halves m; 16 or more remove it entirely.
-    exp_comp = torch.tensor([sig(2) - sig(1), sig(2) - sig(0), sig(2) - sig(0)], dtype=torch.float64)
+    exp_comp = torch.tensor([sig(2) - sig(1), sig(2) - sig(0), sig(2) - sig(0)], dtype=F64)
     # Keeping 8 keeps half of m; keeping 16 or more keeps all of it.
     exp_suff = torch.tensor([sig(2) - sig(1), 0.0, 0.0], dtype=torch.float64)
     torch.testing.assert_close(comp.curves, exp_comp.expand(2, 3))
@@ -119,11 +130,11 @@ def test_comprehensiveness_and_sufficiency_on_the_region_the_model_reads():
     torch.testing.assert_close(suff.values, exp_suff.mean().expand(2))
     assert comp.fractions == list(fractions)
     assert comp.extras["target"].tolist() == [0, 0]
-    torch.testing.assert_close(comp.extras["p_clean"], torch.full((2,), sig(2), dtype=torch.float64))
+    torch.testing.assert_close(comp.extras["p_clean"], torch.full((2,), sig(2), dtype=F64))
 
 
 def test_saliency_off_the_region_gives_no_comprehensiveness_and_full_sufficiency_drop():
-    model, x = QuadrantModel(), quadrant_input()
+    model, x = QuadrantModel().eval(), quadrant_input()
     s = quadrant_map(inside=0.0, outside=1.0)  # every quadrant pixel ranks last
     fractions = (0.125, 0.25, 0.5, 0.75)  # at most the 48 outside pixels
     comp = Comprehensiveness(substrate="zero", fractions=fractions)(model=model, x=x, saliency=s)
@@ -133,7 +144,7 @@ def test_saliency_off_the_region_gives_no_comprehensiveness_and_full_sufficiency
 
 
 def test_explicit_target_is_tracked_instead_of_the_prediction():
-    model, x, s = QuadrantModel(), quadrant_input(), quadrant_map()
+    model, x, s = QuadrantModel().eval(), quadrant_input(), quadrant_map()
     target = torch.ones(2, dtype=torch.long)  # p_1 = 1 - sigmoid(2 m)
     comp = Comprehensiveness(substrate="zero", fractions=(0.25,))
     out = comp(model=model, x=x, saliency=s, target=target)
@@ -142,7 +153,7 @@ def test_explicit_target_is_tracked_instead_of_the_prediction():
 
 
 def test_insertion_deletion_curves_and_auc_by_hand():
-    model, x, s = QuadrantModel(), quadrant_input(), quadrant_map()
+    model, x, s = QuadrantModel().eval(), quadrant_input(), quadrant_map()
     n_steps = 8  # 8 pixels per step: the quadrant is gone after 2 steps
     dele = Deletion(substrate="zero", n_steps=n_steps)(model=model, x=x, saliency=s)
     ins = Insertion(substrate="zero", n_steps=n_steps)(model=model, x=x, saliency=s)
@@ -154,8 +165,8 @@ def test_insertion_deletion_curves_and_auc_by_hand():
     def trapezoid(ys):
         return sum((a + b) / 2 / n_steps for a, b in zip(ys[:-1], ys[1:]))
 
-    torch.testing.assert_close(dele.values, torch.full((2,), trapezoid(exp_del), dtype=torch.float64))
-    torch.testing.assert_close(ins.values, torch.full((2,), trapezoid(exp_ins), dtype=torch.float64))
+    torch.testing.assert_close(dele.values, torch.full((2,), trapezoid(exp_del), dtype=F64))
+    torch.testing.assert_close(ins.values, torch.full((2,), trapezoid(exp_ins), dtype=F64))
     assert dele.fractions == [i / n_steps for i in range(n_steps + 1)]
 
 
@@ -223,7 +234,9 @@ def test_batched_equals_per_image_per_fraction_loop(cls, keep, params, substrate
             value = curve.mean()
             # The metric itself, called on one image and one fraction at a time, agrees too.
             singles = [
-                cls(substrate=substrate, fractions=(f,))(model=model, x=x[i : i + 1], saliency=s[i : i + 1])
+                cls(substrate=substrate, fractions=(f,))(
+                    model=model, x=x[i : i + 1], saliency=s[i : i + 1]
+                )
                 for f in metric.fractions
             ]
             torch.testing.assert_close(
@@ -376,7 +389,7 @@ def test_missing_or_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="needs `gt_mask`"):
         IoU()(saliency=s)
     with pytest.raises(ValueError, match="NaN"):
-        Comprehensiveness()(model=QuadrantModel(), x=x, saliency=s * float("nan"))
+        Comprehensiveness()(model=QuadrantModel().eval(), x=x, saliency=s * float("nan"))
     with pytest.raises(ValueError):
         Comprehensiveness(fractions=(0.1, 1.5))
     with pytest.raises(KeyError, match="substrate"):
