@@ -36,6 +36,7 @@ class TrainConfig:
     pretrained: str | None = "imagenet"  # "imagenet", a local weights file, or null
     freeze_bn: bool | None = None  # null: the backbone's default (True for ResNets)
     image_size: int = 224
+    augment: bool = True  # DomainBed's training augmentation (crop, flip, colour jitter, grey)
     batch_size: int = 32  # per training domain (DomainBed)
     eval_every: int = 300  # evaluate and checkpoint every N steps (DomainBed: 300)
     eval_batch_size: int = 128

@@ -118,7 +118,7 @@ class Trainer:
 
     def _loaders(self, start_step: int):
         cfg, masks = self.config, self.folder.masks_root is not None
-        train_ds = ImageDataset(self.folder, build_transform(cfg.image_size, train=True), with_masks=masks)
+        train_ds = ImageDataset(self.folder, build_transform(cfg.image_size, train=True, augment=cfg.augment), with_masks=masks)
         eval_ds = ImageDataset(self.folder, build_transform(cfg.image_size, train=False), with_masks=masks)
         split = self.protocol.train_split
         train_idx = [self.splits[d][split] for d in self.protocol.train_domains]
