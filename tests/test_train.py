@@ -40,9 +40,15 @@ def test_run_directory_contract(tiny_synth, tmp_path):
     assert not [p for p in run.rglob(".*.tmp")]
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tiny_synth, tmp_path):
+ALIGN_FAST = {"lr": 1e-3, "warmup_steps": 3, "masker_warmup_steps": 2, "masker_every": 2}
+
+
+@pytest.mark.parametrize("algorithm,hparams", [("erm", {"lr": 1e-3}), ("align", ALIGN_FAST)])
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_synth, tmp_path, algorithm, hparams):
+    """Both networks, both optimisers, the RNG and the alternation continue where they stopped."""
+    kw = dict(algorithm=algorithm, hparams=hparams)
     full = tmp_path / "full"
-    Trainer(tiny_config(tiny_synth, full)).run()
+    Trainer(tiny_config(tiny_synth, full, **kw)).run()
 
     part = tmp_path / "part"
 
@@ -54,12 +60,16 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_synth, tmp_path
             raise Crash
 
     with pytest.raises(Crash):
-        Trainer(tiny_config(tiny_synth, part), Progress(on_step=crash)).run()
+        Trainer(tiny_config(tiny_synth, part, **kw), Progress(on_step=crash)).run()
     assert [r["step"] for r in _records(part)] == [4, 8]
     assert not (part / "done").exists()
-    Trainer(tiny_config(tiny_synth, part)).run()  # resumes from step 8
+    Trainer(tiny_config(tiny_synth, part, **kw)).run()  # resumes from step 8
 
     assert _strip_time(_records(part)) == _strip_time(_records(full))
+    if algorithm == "align":  # every loss term of both phases logged; masker IoU per split
+        last = _records(full)[-1]
+        assert {"masker/dist", "masker/sparsity", "masker/smooth", "ce", "reg", "guide"} <= set(last["losses"])
+        assert set(last["eval"]["masker_iou"]) == set(last["acc"])
     a = io.torch_load(full / "checkpoints" / "last.pt")["algorithm"]
     b = io.torch_load(part / "checkpoints" / "last.pt")["algorithm"]
     assert all(torch.equal(a[k], b[k]) for k in a)

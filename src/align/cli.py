@@ -35,9 +35,9 @@ def synth(
 
     from .data.synthetic import DEFAULT_CONFIG, generate
 
-    cfg = dataclasses.replace(DEFAULT_CONFIG, n_per_domain=n_per_domain, size=size,
-                              cue_strength=cue_strength)
     try:
+        cfg = dataclasses.replace(DEFAULT_CONFIG, n_per_domain=n_per_domain, size=size,
+                                  cue_strength=cue_strength)
         path = generate(out, cfg, seed=seed, overwrite=overwrite)
     except (ValueError, FileExistsError) as e:
         _fail(e)
@@ -101,7 +101,25 @@ def quickstart(
         _fail(e)
 
 
-_MULTI = ("--test-domains", "--train-domains")
+@app.command()
+def benchmark(
+    out: Annotated[Path, typer.Option(help="Folder for the data, the runs and results.md.")] = Path("benchmark"),
+    algorithms: Annotated[Optional[list[str]], typer.Option(help="Algorithms to compare.")] = None,
+    seeds: Annotated[Optional[list[int]], typer.Option(help="Seeds.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Steps per run (default: the quickstart's).")] = None,
+) -> None:
+    """Leave-one-domain-out on the synthetic benchmark: every algorithm x held-out domain x seed,
+    with the quickstart's settings; writes a mean +- std table (resumable)."""
+    from .sweep import run_synthetic_benchmark
+
+    for a in algorithms or []:
+        if a not in ALGORITHMS:
+            _fail(KeyError(f"unknown algorithm {a!r}; choose from {', '.join(ALGORITHMS.names())}"))
+    run_synthetic_benchmark(out, algorithms or ["erm", "dre", "align"], seeds or [0, 1, 2],
+                            steps=steps, console=console)
+
+
+_MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds")
 
 
 def expand_multi(argv: list[str]) -> list[str]:

@@ -59,9 +59,10 @@ class ALIGN(DRE):
                        "what replaces removed pixels in L_mask: zero | blur | noise"),
         "compare_at": HParam("cam", "our choice (GRADIA resizes the mask to the CAM)",
                              "resolution where CAM and mask meet: cam | input"),
-        "warmup_steps": HParam(1000, "our choice (paper: a classifier warm-up of unknown length)",
+        "warmup_steps": HParam(2500, "our choice (paper: a long classifier warm-up, '200 epochs')",
                                "classifier-only steps on CE + L_reg before the masker"),
-        "masker_warmup_steps": HParam(200, "our choice", "masker-only steps after the warm-up"),
+        "masker_warmup_steps": HParam(500, "our choice", "masker-only steps after the warm-up"),
+        "bce_eps": HParam(1e-3, "our choice", "BCE's Grad-CAM prediction clamped to [eps, 1-eps]"),
         "masker_every": HParam(1, "our choice (paper: alternation, phase lengths unknown)",
                                "after warm-up, update the masker every N iterations"),
         "masker_lr": HParam(1e-3, "our choice", "Adam learning rate of the masker"),
@@ -156,7 +157,7 @@ class ALIGN(DRE):
             target = resize_mask(target, cam.shape[-2:])
         else:
             cam = F.interpolate(cam, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        bce = soft_bce(cam, target)
+        bce = soft_bce(cam, target, eps=self.hparams["bce_eps"])
         return self.hparams["guide_weight"] * bce, {"guide": bce}
 
     # ------------------------------------------------------------------ evaluation

@@ -55,6 +55,33 @@ def add_val_split(splits: dict, seed: int, fraction: float) -> dict:
     return out
 
 
+def train_step(algo: Algorithm, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    """One iteration: every phase the algorithm names, each with its backward and its optimiser's
+    step. Returns the detached loss terms (classifier terms plain, other phases prefixed).
+
+    A non-finite term stops training before the update, naming the term, phase and step.
+    """
+    opts, logged = algo.optimizers(), {}
+    algo.train()
+    for phase in algo.phases(step):
+        terms = algo.losses(phase, batch, step)
+        values = torch.stack([t.detach().float() for t in terms.values()])
+        if not bool(torch.isfinite(values).all()):  # one device sync per phase
+            bad = [k for k, t in terms.items() if not torch.isfinite(t).all()]
+            raise NonFiniteLoss(
+                f"step {step}: loss term(s) {', '.join(bad)} of phase {phase!r} are not "
+                "finite; stopping before the update (no checkpoint written from this state)"
+            )
+        for opt in opts.values():
+            opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opts[phase].step()
+        # Classifier terms keep plain names ("ce"); other phases are prefixed ("masker/dist").
+        prefix = "" if phase == "classifier" else f"{phase}/"
+        logged.update({prefix + k: t.detach() for k, t in terms.items()})
+    return logged
+
+
 @dataclass
 class Progress:
     """Callbacks the loop reports to (the CLI draws a progress bar with them)."""
@@ -145,27 +172,7 @@ class Trainer:
         )
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        """Run every phase of this iteration; return the detached loss terms, prefixed by phase."""
-        algo, opts, logged = self.algorithm, self.algorithm.optimizers(), {}
-        algo.train()
-        phases = algo.phases(step)
-        for phase in phases:
-            terms = algo.losses(phase, batch, step)
-            values = torch.stack([t.detach().float() for t in terms.values()])
-            if not bool(torch.isfinite(values).all()):
-                bad = [k for k, t in terms.items() if not torch.isfinite(t).all()]
-                raise NonFiniteLoss(
-                    f"step {step}: loss term(s) {', '.join(bad)} of phase {phase!r} are not "
-                    "finite; stopping before the update (no checkpoint written from this state)"
-                )
-            for opt in opts.values():
-                opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            opts[phase].step()
-            # Classifier terms keep plain names ("ce"); other phases are prefixed ("masker/dist").
-            prefix = "" if phase == "classifier" else f"{phase}/"
-            logged.update({prefix + k: t.detach() for k, t in terms.items()})
-        return logged
+        return train_step(self.algorithm, batch, step)
 
     @torch.no_grad()
     def evaluate(self, loader) -> tuple[dict[str, float], dict[str, dict[str, float]]]:

@@ -1,0 +1,145 @@
+"""Every registered algorithm: the same smoke test; ALIGN's schedule, ablations and eval terms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from align.algorithms import ALGORITHMS, Batch, build_algorithm
+from align.algorithms.dre import DRE
+from align.train.loop import NonFiniteLoss, train_step
+
+FAST = {"align": {"warmup_steps": 1, "masker_warmup_steps": 1}}
+
+
+def _batch(seed=0, b=12, size=32, n_classes=3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 3, size, size, generator=g)
+    y = torch.arange(b) % n_classes
+    mask = torch.zeros(b, 1, size, size)
+    mask[..., 8:24, 8:24] = 1.0
+    return Batch(x=x, y=y, domain=torch.arange(b) // (b // 2), mask=mask, n_domains=2)
+
+
+def _build(name, **hp):
+    torch.manual_seed(0)
+    return build_algorithm(name, backbone="smallcnn", num_classes=3, num_domains=2,
+                           hparams={**FAST.get(name, {}), **hp})
+
+
+@pytest.mark.parametrize("name", ALGORITHMS.names())
+def test_every_algorithm_trains_every_parameter_without_nan(name):
+    algo = _build(name)
+    batch = _batch()
+    got_grad = {n: False for n, p in algo.named_parameters() if p.requires_grad}
+    seen_terms = set()
+    for step in range(4):  # covers warm-up, masker warm-up and alternation for ALIGN
+        for phase in algo.phases(step):
+            terms = algo.losses(phase, batch, step)
+            assert "loss" in terms and all(torch.isfinite(t).all() for t in terms.values())
+            seen_terms |= {f"{phase}/{k}" for k in terms}
+            for opt in algo.optimizers().values():
+                opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            for n, p in algo.named_parameters():
+                if p.grad is not None and p.grad.abs().sum() > 0:
+                    got_grad[n] = True
+            algo.optimizers()[phase].step()
+    missing = [n for n, ok in got_grad.items() if not ok]
+    assert not missing, f"{name}: parameters without gradient: {missing[:5]}"
+    assert "classifier/ce" in seen_terms
+
+
+def test_align_schedule():
+    algo = _build("align", warmup_steps=3, masker_warmup_steps=2, masker_every=2)
+    got = [tuple(algo.phases(s)) for s in range(9)]
+    assert got == [("classifier",)] * 3 + [("masker",)] * 2 + [
+        ("masker", "classifier"), ("classifier",), ("masker", "classifier"), ("classifier",)]
+
+
+def test_align_without_guidance_is_dre():
+    batch = _batch()
+    a, d = _build("align", guidance="none"), _build("dre")
+    assert a.masker is None and list(a.phases(10_000)) == ["classifier"]
+    a.load_state_dict(d.state_dict())
+    torch.manual_seed(1)
+    ta = a.losses("classifier", batch, 10_000)
+    torch.manual_seed(1)
+    td = d.losses("classifier", batch, 10_000)
+    assert set(ta) == set(td) and all(torch.allclose(ta[k], td[k]) for k in ta)
+
+
+def test_align_fixed_masks_and_no_reg_ablations():
+    batch = _batch()
+    fixed = _build("align", guidance="fixed", reg_weight=0.0)
+    assert fixed.needs_masks and fixed.masker is None
+    terms = fixed.losses("classifier", batch, 0)
+    assert "guide" in terms and "reg" not in terms
+    torch.testing.assert_close(terms["loss"], terms["ce"] + terms["guide"])
+    with pytest.raises(ValueError, match="needs masks"):
+        fixed.losses("classifier", Batch(x=batch.x, y=batch.y, domain=batch.domain), 0)
+
+
+def test_align_guidance_pulls_gradcam_towards_the_mask():
+    """Steps on the guidance term alone raise the CAM's agreement with the target mask."""
+    algo = _build("align", guidance="fixed", reg_weight=0.0, lr=1e-2)
+    batch = _batch()
+    opt = algo.optimizers()["classifier"]
+
+    def guide():
+        _, cam = algo.clean_pass(batch.x, batch.y, need_cam=True)
+        return algo.guidance(batch, cam, 0)[1]["guide"]
+
+    before = guide().item()
+    for _ in range(30):
+        opt.zero_grad()
+        guide().backward()
+        opt.step()
+    assert guide().item() < 0.7 * before
+
+
+def test_masker_step_moves_only_the_masker():
+    algo = _build("align", warmup_steps=0, masker_warmup_steps=5)
+    before = {k: v.clone() for k, v in algo.classifier.state_dict().items()}
+    m_before = [p.clone() for p in algo.masker.parameters()]
+    terms = train_step(algo, _batch(), 0)
+    assert set(terms) >= {"masker/loss", "masker/dist", "masker/sparsity", "masker/smooth"}
+    after = algo.classifier.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # incl. BN running stats
+    assert any(not torch.equal(a, b) for a, b in zip(m_before, algo.masker.parameters()))
+
+
+def test_masker_iou_eval_term_known_answer():
+    algo = _build("align")
+    x = torch.zeros(3, 3, 8, 8)
+    gt = torch.zeros(3, 1, 8, 8)
+    gt[0, :, :4] = 1  # half the image
+    gt[1] = 1  # everything
+    # gt[2] empty: no score
+
+    class Half(torch.nn.Module):  # a masker that marks the top half
+        def forward(self, x):
+            m = torch.zeros(x.shape[0], 1, *x.shape[-2:])
+            m[:, :, :4] = 1
+            return m
+
+    algo.masker = Half()
+    out = algo.eval_terms(x, gt)
+    assert out["masker_iou"][0] == 1.0 and out["masker_iou"][1] == 0.5
+    assert torch.isnan(out["masker_iou"][2])
+
+
+def test_nonfinite_term_is_named():
+    algo = _build("erm")
+    batch = _batch()
+    batch.x[0, 0, 0, 0] = float("inf")
+    with pytest.raises(NonFiniteLoss, match="step 7: loss term"):
+        train_step(algo, batch, 7)
+
+
+def test_unknown_hyperparameter_is_an_error():
+    with pytest.raises(ValueError, match="unknown hyperparameter.*bogus"):
+        _build("align", bogus=1)
+    with pytest.raises(ValueError, match="guidance 'x'"):
+        _build("align", guidance="x")
+    assert issubclass(ALGORITHMS.get("align"), DRE)
