@@ -90,7 +90,7 @@ def autograd_saved_mib(fn: Callable[[], object], model: torch.nn.Module) -> floa
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["resnet18", "resnet50"], default="resnet18")
+    parser.add_argument("--model", choices=["resnet18", "resnet50", "smallcnn"], default="resnet18")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=112, help="input height and width (px)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -110,11 +110,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = {"resnet18": resnet18, "resnet50": resnet50}[args.model](weights=None)
+    if args.model == "smallcnn":  # the quickstart's classifier (10 classes)
+        from align.models import Classifier, build_backbone
+
+        model = Classifier(build_backbone("smallcnn"), 10)
+    else:
+        model = {"resnet18": resnet18, "resnet50": resnet50}[args.model](weights=None)
     model = model.to(device).eval()
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
-    target = torch.randint(0, 1000, (args.batch,), device=device)
-    layer = model.layer4
+    n_classes = 10 if args.model == "smallcnn" else 1000
+    target = torch.randint(0, n_classes, (args.batch,), device=device)
+    layer = model.cam_layer if args.model == "smallcnn" else model.layer4
 
     def ours() -> torch.Tensor:
         return gradcam(model, layer, x, target, normalize=False)

@@ -62,7 +62,41 @@ def same_class_partners(y: torch.Tensor) -> torch.Tensor:
     return partners
 
 
-def soft_bce(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def soft_bce(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6,
+             reduction: str = "mean") -> torch.Tensor:
     """Binary cross-entropy between maps in [0, 1], with `pred` clamped away from 0 and 1 so that
-    a saturated Grad-CAM (exactly 0 or 1 after min-max normalisation) keeps a finite gradient."""
-    return F.binary_cross_entropy(pred.clamp(eps, 1 - eps), target)
+    a saturated Grad-CAM (exactly 0 or 1 after min-max normalisation) keeps a finite gradient.
+    `reduction` as in `F.binary_cross_entropy` ("none" gives the per-pixel values)."""
+    return F.binary_cross_entropy(pred.clamp(eps, 1 - eps), target, reduction=reduction)
+
+
+def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of `values` with `weight` broadcast to its shape; 0 (still on the graph) when
+    every weight is 0, e.g. a batch whose masks are all empty."""
+    weight = weight.to(values.dtype).expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def has_annotation(mask: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] -> [B] float: 1 where the mask marks at least one pixel. An empty mask carries
+    no annotation, so the mask-supervised baselines leave that sample out of their explanation term
+    (as GRADIA's and RES's code leave out images without a human label)."""
+    return (mask.flatten(1).amax(dim=1) > 0).to(mask.dtype)
+
+
+def binomial_blur3(m: torch.Tensor) -> torch.Tensor:
+    """OpenCV's `GaussianBlur(m, (3, 3), 0)` on maps [B, 1, h, w]: the fixed 3x3 kernel
+    [1, 2, 1]^T [1, 2, 1] / 16 that OpenCV uses for sigma 0 and ksize 3, with its default border
+    (BORDER_REFLECT_101, torch's "reflect"). GRADIA and RES-G blur their resized masks this way."""
+    k1 = m.new_tensor([0.25, 0.5, 0.25])
+    kernel = (k1[:, None] * k1[None, :]).view(1, 1, 3, 3)
+    # Reflection needs two pixels per side; a 1-pixel side is left as it is (replicate).
+    mode = "reflect" if min(m.shape[-2:]) >= 2 else "replicate"
+    return F.conv2d(F.pad(m, (1, 1, 1, 1), mode=mode), kernel)
+
+
+def normalize_by_max(m: torch.Tensor) -> torch.Tensor:
+    """Divide each map [B, 1, h, w] by its maximum; an all-zero map stays all zero (no NaN)."""
+    peak = m.flatten(1).amax(dim=1).view(-1, *([1] * (m.dim() - 1)))
+    return torch.where(peak > 0, m / torch.where(peak > 0, peak, torch.ones_like(peak)),
+                       torch.zeros_like(m))

@@ -14,3 +14,4 @@ def build_algorithm(name: str, **kwargs) -> Algorithm:
     return ALGORITHMS.get(name)(**kwargs)
 
 from . import dre, align  # noqa: E402,F401  (registers)
+from . import sgt, rrr, gradia, haics, res, mixup, groupdro, irm  # noqa: E402,F401  (registers)
