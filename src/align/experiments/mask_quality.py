@@ -62,15 +62,17 @@ def _stats(values: list[float]) -> dict:
 
 def run_mask_quality(out: Path, *, method: str = "gradia", seeds: list[int] = (0, 1, 2),
                      test_domains: list[str] | None = None, levels: list[float] = (1.0, 0.9, 0.8),
-                     kind: str = "dilate", steps: int | None = None,
+                     kind: str = "dilate", steps: int | None = None, data: Path | None = None,
                      console: Console | None = None) -> dict:
+    """Run the experiment into `out` (data generated there unless `data`, a synthetic benchmark
+    folder with images/ and masks/, is given); returns {guidance label: result}."""
     from ..train.loop import Trainer
     from ..ui import progress_bar
 
     console = console or Console()
     out = Path(out)
     steps = steps or QUICKSTART_SETTINGS["steps"]
-    data = ensure_data(out / "data", 0, console)
+    data = Path(data) if data is not None else ensure_data(out / "data", 0, console)
     domains = test_domains or sorted(p.name for p in (data / "images").iterdir() if p.is_dir())
     console.print("building mask folders (cached) ...")
     folders = build_masks(data, out / "masks", list(levels), kind)
