@@ -24,5 +24,6 @@ def test_mask_quality_experiment_writes_table_and_plot(tmp_path, tiny_synth, mon
     saved = json.loads((tmp_path / "mask_quality.json").read_text())
     assert saved["result"]["ground truth"]["ood"]["n"] == 1
     # the GRADIA runs were supervised with the degraded folder
-    cfg = json.loads((tmp_path / "runs" / "dilate_0.7" / "test-texture" / "seed0" / "config.json").read_text())
+    cfg = json.loads((tmp_path / "runs" / "gradia-dilate_0.7" / "test-texture" / "seed0" / "config.json").read_text())
     assert cfg["algorithm"] == "gradia" and cfg["masks"].endswith("dilate_0.7")
+    assert (tmp_path / "runs" / "erm" / "test-texture" / "seed0" / "done").exists()

@@ -107,6 +107,7 @@ def benchmark(
     algorithms: Annotated[Optional[list[str]], typer.Option(help="Algorithms to compare.")] = None,
     seeds: Annotated[Optional[list[int]], typer.Option(help="Seeds.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Steps per run (default: the quickstart's).")] = None,
+    test_domains: Annotated[Optional[list[str]], typer.Option(help="Held-out domains (default: all).")] = None,
 ) -> None:
     """Leave-one-domain-out on the synthetic benchmark: every algorithm x held-out domain x seed,
     with the quickstart's settings; writes a mean +- std table (resumable)."""
@@ -115,8 +116,11 @@ def benchmark(
     for a in algorithms or []:
         if a not in ALGORITHMS:
             _fail(KeyError(f"unknown algorithm {a!r}; choose from {', '.join(ALGORITHMS.names())}"))
-    run_synthetic_benchmark(out, algorithms or ["erm", "dre", "align"], seeds or [0, 1, 2],
-                            steps=steps, console=console)
+    try:
+        run_synthetic_benchmark(out, algorithms or ["erm", "dre", "align"], seeds or [0, 1, 2],
+                                steps=steps, test_domains=test_domains, console=console)
+    except ValueError as e:
+        _fail(e)
 
 
 @app.command()
@@ -168,6 +172,75 @@ def mask_quality(
                               levels=levels or [1.0, 0.9, 0.8], kind=kind, steps=steps, console=console)
     console.print((out / "mask_quality.md").read_text())
     console.print(f"plot: {out / 'mask_quality.png'}")
+
+
+from .metrics.explanations import EXPLAINERS as _EXPLAINERS  # noqa: E402  (evaluate's choices)
+from .metrics.substrates import SUBSTRATES as _SUBSTRATES  # noqa: E402
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (from `align train`).")],
+    checkpoint: Annotated[str, typer.Option(help="best (training-domain validation) | last.")] = "best",
+    explainer: Annotated[str, typer.Option(help=f"One of: {', '.join(_EXPLAINERS.names())}.")] = "gradcam",
+    substrate: Annotated[str, typer.Option(help=f"Removed pixels become: {' | '.join(_SUBSTRATES.names())}.")] = "blur",
+    max_batches: Annotated[Optional[int], typer.Option(help="At most N batches per split (default: all).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = "cpu",
+    data: Annotated[Optional[Path], typer.Option(help="Image root, if it moved since training.")] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="Mask root, if it moved since training.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Recompute an existing evaluation.json.")] = False,
+) -> None:
+    """Accuracy and explanation metrics on every test split; writes RUN_DIR/evaluation.json
+    (resumable: finished splits of an interrupted evaluation are kept)."""
+    from rich.table import Table
+
+    from .data.folder import DataError
+    from .evaluate import evaluate_run
+    from .ui import eval_progress_bar
+
+    try:
+        _EXPLAINERS.get(explainer), _SUBSTRATES.get(substrate)  # before drawing the bar
+        if checkpoint not in ("best", "last"):
+            raise ValueError(f"--checkpoint must be best or last, got {checkpoint!r}")
+        with eval_progress_bar(f"evaluate {run_dir}", console) as prog:
+            record = evaluate_run(run_dir, checkpoint=checkpoint, explainer=explainer,
+                                  substrate=substrate, max_batches=max_batches,
+                                  batch_size=batch_size, device=device, progress=prog,
+                                  data=data, masks=masks, overwrite=overwrite)
+    except (ValueError, KeyError, FileNotFoundError, DataError) as e:
+        _fail(e)
+    splits = record["splits"]
+    table = Table(title=f"{run_dir} (step {record['config']['step']}, {explainer}, {substrate})")
+    table.add_column("")
+    for key, s in splits.items():
+        table.add_column(f"{key}\n{s['role']}, n={s['n']}", justify="right")
+    rows = {"accuracy": [s["accuracy"] for s in splits.values()]}
+    for name in record["config"]["metrics"]:
+        rows[name] = [s["metrics"][name]["mean"] for s in splits.values()]
+    for name in sorted({e for s in splits.values() for e in s["extras"]}):
+        rows[name] = [s["extras"].get(name, {}).get("mean") for s in splits.values()]
+    for name, vals in rows.items():
+        table.add_row(name, *("-" if v is None else f"{v:.3f}" for v in vals))
+    console.print(table)
+    console.print(f"wrote {Path(run_dir) / 'evaluation.json'}")
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories, or folders holding runs.")],
+    out: Annotated[Path, typer.Option(help="Report folder (tables, figures, index.html).")] = Path("report"),
+) -> None:
+    """Tables (Markdown, CSV, LaTeX), figures and index.html over run directories (mean ± std
+    over seeds); uses each run's evaluation.json when present."""
+    from .report.build import make_report
+    from .report.collect import RunDirError, find_run_dirs
+
+    try:
+        index = make_report(find_run_dirs(run_dirs), out)
+    except (RunDirError, KeyError) as e:
+        _fail(e)
+    console.print(f"report: {index}")
 
 
 _MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds", "--levels")

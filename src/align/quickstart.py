@@ -75,4 +75,22 @@ def run_quickstart(out: Path, steps: int | None = None, seed: int = 0,
         results[algo] = (summary, trainer.protocol.to_json())
     print_summary(console, results)
     console.print(f"runs in {out / 'runs'}")
+    index = evaluate_and_report([out / "runs" / a for a in algorithms], out / "report", console)
+    console.print(f"report: {index}")
     return results
+
+
+#: Evaluation of the quickstart's runs: one batch of 64 images per split keeps it to seconds.
+QUICKSTART_EVAL = dict(max_batches=1, batch_size=64)
+
+
+def evaluate_and_report(run_dirs: list[Path], out: Path, console: Console) -> Path:
+    """`evaluate_run` on each run (cached in its evaluation.json), then `make_report`."""
+    from .evaluate import evaluate_run
+    from .report.build import make_report
+    from .ui import eval_progress_bar
+
+    for run in run_dirs:
+        with eval_progress_bar(f"evaluate {run.name}", console) as prog:
+            evaluate_run(run, progress=prog, **QUICKSTART_EVAL)
+    return make_report(run_dirs, out)

@@ -24,8 +24,12 @@ def run_name(algorithm: str, test_domain: str, seed: int) -> str:
 
 
 def synthetic_configs(out: Path, data: Path, algorithms: list[str], seeds: list[int],
-                      steps: int | None = None) -> list[TrainConfig]:
+                      steps: int | None = None, test_domains: list[str] | None = None) -> list[TrainConfig]:
     domains = sorted(p.name for p in (data / "images").iterdir() if p.is_dir())
+    unknown = sorted(set(test_domains or []) - set(domains))
+    if unknown:
+        raise ValueError(f"unknown test domain(s) {', '.join(unknown)}; the benchmark has {', '.join(domains)}")
+    domains = [d for d in domains if not test_domains or d in test_domains]
     settings = {**QUICKSTART_SETTINGS, **({"steps": steps} if steps else {})}
     return [
         TrainConfig(
@@ -86,14 +90,15 @@ def markdown_table(agg: dict) -> str:
 
 
 def run_synthetic_benchmark(out: Path, algorithms: list[str], seeds: list[int],
-                            steps: int | None = None, console: Console | None = None) -> dict:
+                            steps: int | None = None, test_domains: list[str] | None = None,
+                            console: Console | None = None) -> dict:
     from .train.loop import Trainer
     from .ui import progress_bar
 
     console = console or Console()
     out = Path(out)
     data = ensure_data(out / "data", 0, console)
-    configs = synthetic_configs(out, data, algorithms, seeds, steps)
+    configs = synthetic_configs(out, data, algorithms, seeds, steps, test_domains)
     for i, cfg in enumerate(configs, 1):
         label = f"[{i}/{len(configs)}] {Path(cfg.out).relative_to(out / 'runs')}"
         with progress_bar(cfg.steps, label, console) as prog:

@@ -8,7 +8,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
 
-from .report.tables import comparison_table
+from .report.tables import comparison_table, masker_iou_table
 from .train.loop import Progress
 
 
@@ -38,3 +38,22 @@ def print_summary(console: Console, runs: dict[str, tuple[dict, dict]]) -> None:
     """Print per-domain tables under both model-selection methods."""
     for method in ("training_domain_validation", "last"):
         console.print(comparison_table(runs, title=f"accuracy (model selection: {method})", method=method))
+    iou = masker_iou_table(runs)
+    if iou is not None:
+        console.print(iou)
+
+
+@contextmanager
+def eval_progress_bar(label: str, console: Console | None = None) -> Iterator:
+    """A rich progress bar for `evaluate_run(progress=...)`: batches done over all splits."""
+    bar = RichProgress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False,
+    )
+    task = bar.add_task(label, total=None, info="")
+
+    def update(split: str, done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total, info=split)
+
+    with bar:
+        yield update

@@ -39,6 +39,14 @@ def build_masks(data: Path, out: Path, levels: list[float], kind: str) -> dict[s
     return folders
 
 
+def _run_folder(label: str, algorithm: str, supervised: bool) -> str:
+    """`gradia-dilate_0.9` for mask-supervised runs; the bare algorithm name for the references,
+    so that `--out` shared with `align benchmark` reuses its ERM and ALIGN runs (same configs)."""
+    if not supervised:
+        return algorithm
+    return f"{algorithm}-" + label.replace(" ", "_").replace("@", "_")
+
+
 def _config(data: Path, masks: Path, out: Path, algorithm: str, domain: str, seed: int,
             steps: int) -> TrainConfig:
     settings = {**QUICKSTART_SETTINGS, "steps": steps}
@@ -83,7 +91,7 @@ def run_mask_quality(out: Path, *, method: str = "gradia", seeds: list[int] = (0
         accs = []
         for d in domains:
             for s in seeds:
-                run = out / "runs" / label.replace(" ", "_").replace("@", "_") / f"test-{d}" / f"seed{s}"
+                run = out / "runs" / _run_folder(label, algo, label in folders) / f"test-{d}" / f"seed{s}"
                 cfg = _config(data, masks, run, algo, d, s, steps)
                 with progress_bar(cfg.steps, f"{label} {d} seed {s}", console) as prog:
                     Trainer(cfg, prog).run()

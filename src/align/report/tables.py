@@ -56,3 +56,25 @@ def comparison_table(runs: dict[str, tuple[dict, dict]], title: str,
             cells += [_pct(r["in_domain"]), _pct(r["out_of_domain"])]
         table.add_row(*cells)
     return table
+
+
+def masker_iou_table(runs: dict[str, tuple[dict, dict]], method: str = "training_domain_validation"
+                     ) -> Table | None:
+    """Mean IoU of each run's masker with the ground-truth masks, per domain (None if no run has
+    a masker). Training domains are scored on their validation split, test domains on their test
+    split, as the accuracies are."""
+    cols = {n: s[method].get("eval", {}).get("masker_iou") for n, (s, _) in runs.items()}
+    cols = {n: v for n, v in cols.items() if v}
+    if not cols:
+        return None
+    table = Table(title="masker IoU vs ground truth")
+    table.add_column("domain")
+    for name in cols:
+        table.add_column(f"{name} IoU", justify="right")
+    summary, protocol = runs[next(iter(cols))]
+    for row in domain_rows(summary, protocol, method):
+        d = row["domain"]
+        split = protocol["val_keys"][0].rsplit("_", 1)[1] if row["role"] == "train" else \
+            protocol["test_keys"][0].rsplit("_", 1)[1]
+        table.add_row(d, *[f"{cols[n].get(f'{d}_{split}', float('nan')):.3f}" for n in cols])
+    return table

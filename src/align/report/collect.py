@@ -1,0 +1,183 @@
+"""Read run directories and group them into settings and methods (pure; nothing is written).
+
+A **setting** is one table's worth of comparable runs: the same protocol on the same domains. A
+**method** is one row: the runs of one algorithm with the same configuration apart from the seed
+and the held-out / source domains. Its label is the algorithm's name, plus, when variants of one
+algorithm differ in their hyperparameters (or training config), the differing values, e.g.
+`align (guidance=none)`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..evaluate import EVALUATION_FILE
+
+#: Config keys that do not make another method: the seed, the domain assignment (a column of the
+#: table), paths and machine settings. Every other key (hparams included) does.
+NOT_VARIANT = {
+    "out", "seed", "test_domains", "train_domains", "protocol", "data", "domains", "dataset",
+    "device", "num_workers", "eval_batch_size", "verify_images", "skip_bad_images",
+}
+REQUIRED = ("config.json", "protocol.json", "summary.json")
+
+
+class RunDirError(ValueError):
+    """A run directory the report cannot use; the message names it and what is wrong."""
+
+
+@dataclass
+class RunRecord:
+    """What the report reads from one run directory."""
+
+    path: Path
+    config: dict
+    protocol: dict
+    summary: dict
+    results: list[dict]
+    evaluation: dict | None
+
+    @property
+    def algorithm(self) -> str:
+        return self.config["algorithm"]
+
+    @property
+    def seed(self) -> int:
+        return self.config["seed"]
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / "checkpoints" / "best.pt").is_file()
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        p = self.protocol
+        return tuple(sorted(set(p["train_domains"]) | set(p["test_domains"])))
+
+    def variant(self) -> dict:
+        """Flattened config that identifies the method (hparams by their own names)."""
+        out = {k: v for k, v in self.config.items() if k not in NOT_VARIANT and k != "hparams"}
+        out.update(self.config.get("hparams", {}))
+        return out
+
+    def name(self) -> str:
+        """Short description for legends: seed and held-out (or source) domains."""
+        p = self.protocol
+        if p["name"] == "lodo":
+            return f"seed {self.seed}, test {'+'.join(p['test_domains'])}"
+        if p["name"] == "single_source":
+            return f"seed {self.seed}, source {'+'.join(p['train_domains'])}"
+        return f"seed {self.seed}"
+
+
+@dataclass
+class Method:
+    label: str
+    algorithm: str
+    runs: list[RunRecord]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({r.seed for r in self.runs})
+
+
+@dataclass
+class Setting:
+    protocol: str
+    domains: tuple[str, ...]
+    methods: list[Method] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.protocol}: {', '.join(self.domains)}"
+
+    @property
+    def slug(self) -> str:
+        return "-".join((self.protocol, *self.domains)).replace(" ", "_").replace("/", "_")
+
+
+def _read(run: Path, name: str):
+    p = run / name
+    if not p.is_file():
+        raise RunDirError(f"{run}: no {name}; is it a finished align run directory?")
+    try:
+        if name.endswith(".jsonl"):
+            return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{p}: not valid JSON ({e.msg})") from None
+
+
+def load_run_record(path: str | Path) -> RunRecord:
+    """Read one run directory; `RunDirError` naming it when a required file is missing or bad."""
+    run = Path(path)
+    if not run.is_dir():
+        raise RunDirError(f"{run}: not a directory")
+    config, protocol, summary = (_read(run, n) for n in REQUIRED)
+    if "training_domain_validation" not in summary:
+        raise RunDirError(f"{run}/summary.json has no 'training_domain_validation' entry")
+    results = _read(run, "results.jsonl") if (run / "results.jsonl").is_file() else []
+    evaluation = _read(run, EVALUATION_FILE) if (run / EVALUATION_FILE).is_file() else None
+    return RunRecord(run, config, protocol, summary, results, evaluation)
+
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    """Run directories: each path itself if it holds a config.json, else every run below it."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "config.json").is_file():
+            out.append(p)
+            continue
+        found = sorted(c.parent for c in p.rglob("config.json")) if p.is_dir() else []
+        if not found:
+            raise RunDirError(f"{p}: not a run directory and no run directory below it")
+        out += found
+    return list(dict.fromkeys(out))
+
+
+def _algorithm_order(name: str) -> tuple[int, str]:
+    from ..algorithms import ALGORITHMS
+
+    names = ALGORITHMS.names()
+    return (names.index(name) if name in names else len(names), name)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def group_methods(runs: list[RunRecord]) -> list[Method]:
+    """Runs -> methods, labelled as in the module docstring, in registry order of algorithms."""
+    by_algo: dict[str, dict[str, list[RunRecord]]] = {}
+    variants: dict[str, dict] = {}
+    for r in runs:
+        v = r.variant()
+        key = json.dumps(v, sort_keys=True, default=str)
+        by_algo.setdefault(r.algorithm, {}).setdefault(key, []).append(r)
+        variants[key] = v
+    methods = []
+    for algo in sorted(by_algo, key=_algorithm_order):
+        groups = by_algo[algo]
+        differing = sorted({k for a in groups for b in groups
+                            for k in set(variants[a]) | set(variants[b])
+                            if variants[a].get(k) != variants[b].get(k)})
+        for key, members in groups.items():
+            suffix = ", ".join(f"{k}={_fmt(variants[key].get(k))}" for k in differing)
+            label = f"{algo} ({suffix})" if suffix else algo
+            members = sorted(members, key=lambda r: (r.seed, r.name(), str(r.path)))
+            methods.append(Method(label, algo, members))
+    return sorted(methods, key=lambda m: (_algorithm_order(m.algorithm), m.label))
+
+
+def group_settings(runs: list[RunRecord]) -> list[Setting]:
+    """Runs -> settings (protocol, domains), each with its methods."""
+    by_setting: dict[tuple[str, tuple[str, ...]], list[RunRecord]] = {}
+    for r in runs:
+        by_setting.setdefault((r.protocol["name"], r.domains), []).append(r)
+    return [Setting(p, d, group_methods(rs)) for (p, d), rs in sorted(by_setting.items())]

@@ -1,0 +1,295 @@
+"""The report's figures (matplotlib's object API with the Agg canvas; PNG and PDF, atomic writes).
+
+- `examples_figure`: a grid, one row per test image (the same images for every method): the
+  image | each method's Grad-CAM of its predicted class, overlaid | each ALIGN masker's mask |
+  the ground-truth mask. Needs each method's best checkpoint and the dataset: a method whose runs
+  have no checkpoint (e.g. the committed golden runs) or whose data moved is left out with a note,
+  and the figure is skipped, with a note, when no method is left.
+- `curves_figure`: mean deletion and insertion curves per method (mean over seeds, band = ±1 std
+  over seeds), from evaluation.json; one row per role (out-of-distribution, in-domain).
+- `training_figure`: every loss term logged in results.jsonl (and the validation accuracy)
+  against the step, one line per run of a method.
+
+Every function returns `(figure or None, notes)`; a note says what was left out and why.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import io
+from ..evaluate import eval_splits
+from .collect import Method, RunRecord, Setting
+
+#: Image rows in the examples grid.
+N_EXAMPLES = 6
+ROLE_NAMES = {"ood": "out-of-distribution", "in_domain": "in-domain"}
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    png: str  # path relative to the report folder
+    pdf: str
+    caption: str
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def save(fig, out_dir: Path, stem: str, caption: str) -> FigureFile:
+    """Write `figures/<stem>.png` and `.pdf` under out_dir, each atomically."""
+    names = {}
+    for fmt, dpi in (("png", 110), ("pdf", None)):
+        buf = _io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata=_metadata(fmt))
+        rel = f"figures/{stem}.{fmt}"
+        io.write_bytes(out_dir / rel, buf.getvalue())
+        names[fmt] = rel
+    return FigureFile(names["png"], names["pdf"], caption)
+
+
+def _metadata(fmt: str) -> dict:
+    # No creation date in the PDF, so that regenerating a report does not change unchanged figures.
+    return {"CreationDate": None} if fmt == "pdf" else {}
+
+
+def _color(i: int):
+    from matplotlib import colormaps
+
+    return colormaps["tab10"](i % 10)
+
+
+# ------------------------------------------------------------------ examples
+def _pick_images(paths: list[str], n: int) -> list[str]:
+    """Up to n paths, round-robin over classes (domain/class/file), in a seeded order."""
+    order = [paths[i] for i in np.random.RandomState(0).permutation(len(paths))]
+    by_class: dict[str, list[str]] = {}
+    for p in order:
+        by_class.setdefault(p.split("/")[1] if p.count("/") >= 2 else "", []).append(p)
+    picked: list[str] = []
+    queues = [by_class[c] for c in sorted(by_class)]
+    while len(picked) < n and any(queues):
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    return picked
+
+
+def _load_batch(run: RunRecord, paths: list[str]):
+    """The run's model, and x [n, 3, H, W] (+ masks or None) for `paths`, as in evaluation."""
+    from ..api import load_run
+    from ..data.dataset import ImageDataset
+    from ..data.transforms import build_transform
+    from ..evaluate import rebuild_folder
+    from ..train.rundir import RunDir
+
+    import torch
+
+    loaded = load_run(run.path, checkpoint="best")
+    folder = rebuild_folder(RunDir(run.path), run.config, None, None)
+    ds = ImageDataset(folder, build_transform(run.config["image_size"], train=False),
+                      with_masks=folder.masks_root is not None)
+    where = {s.path: i for i, s in enumerate(folder.samples)}
+    items = [ds[where[p]] for p in paths]
+    x = torch.stack([it["x"] for it in items])
+    masks = torch.stack([it["mask"] for it in items]) if folder.masks_root is not None else None
+    return loaded, x, masks
+
+
+def _common_key(reps: list[tuple[Method, RunRecord]]) -> str | None:
+    first = eval_splits(reps[0][1].protocol)
+    for role in ("ood", "in_domain"):
+        for key, r in first:
+            if r == role and all(key in dict(eval_splits(run.protocol)) for _, run in reps):
+                return key
+    return None
+
+
+def examples_figure(setting: Setting, out_dir: Path, n: int = N_EXAMPLES
+                    ) -> tuple[FigureFile | None, list[str]]:
+    import torch
+
+    from ..data.transforms import denormalize
+    from ..metrics import explain
+
+    notes, reps = [], []
+    for m in setting.methods:
+        run = next((r for r in m.runs if r.has_checkpoint and (r.path / "splits.json").is_file()),
+                   None)
+        if run is None:
+            notes.append(f"examples: {m.label} left out (no run with checkpoints/best.pt and "
+                         "splits.json)")
+        else:
+            reps.append((m, run))
+    key = _common_key(reps) if reps else None
+    if key is None:
+        return None, notes + [f"examples figure of {setting.title} skipped: no method with a "
+                              "checkpoint and a common test split"]
+    domain, split = key.rsplit("_", 1)
+    common = None
+    for _, run in reps:
+        paths = set(json.loads((run.path / "splits.json").read_text())[domain][split])
+        common = paths if common is None else common & paths
+    picked = _pick_images(sorted(common), n)
+    columns: list[tuple[str, list]] = []  # (title, per-image (map, caption, colour))
+    base = gt = None
+    for m, run in reps:
+        try:
+            loaded, x, masks = _load_batch(run, picked)
+        except (FileNotFoundError, ValueError) as e:
+            notes.append(f"examples: {m.label} left out ({e})")
+            continue
+        clf = loaded.algorithm.classifier
+        with torch.no_grad():
+            pred = loaded.algorithm.predict(x).argmax(1)
+        cam = explain("gradcam", clf, x, target=pred)
+        labels = [p.split("/")[1] for p in picked]
+        cells = [(cam[i, 0], loaded.classes[int(pred[i])],
+                  "green" if loaded.classes[int(pred[i])] == labels[i] else "red")
+                 for i in range(len(picked))]
+        columns.append((f"{m.label}\nGrad-CAM", cells))
+        masker = getattr(loaded.algorithm, "masker", None)
+        if masker is not None:
+            with torch.no_grad():
+                mk = masker(x)
+            columns.append((f"{m.label}\nmasker", [(mk[i, 0], None, None) for i in range(len(picked))]))
+        if base is None:
+            base = denormalize(x).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        if gt is None and masks is not None:
+            gt = masks
+    if base is None:
+        return None, notes + [f"examples figure of {setting.title} skipped: no method could be loaded"]
+    if gt is not None:
+        columns.append(("ground truth", [(gt[i, 0], None, None) for i in range(len(picked))]))
+    fig = _examples_grid(base, [p.split("/")[1] for p in picked], columns)
+    caption = (f"Test images of {key} ({setting.title}): Grad-CAM of the predicted class (prediction "
+               "below, green if correct), masker masks and ground truth.")
+    return save(fig, out_dir, f"examples-{setting.slug}", caption), notes
+
+
+def _examples_grid(images: np.ndarray, labels: list[str], columns: list[tuple[str, list]]):
+    rows, cols = len(images), 1 + len(columns)
+    fig = _figure(1.5 * cols, 1.5 * rows + 0.4)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i in range(rows):
+        axes[i, 0].imshow(images[i])
+        axes[i, 0].set_ylabel(labels[i], fontsize=8)
+        for j, (title, cells) in enumerate(columns, 1):
+            heat, caption, colour = cells[i]
+            heat = heat.detach().cpu().numpy()
+            ax = axes[i, j]
+            if caption is not None:  # a saliency map: over the image
+                ax.imshow(images[i])
+                ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+                ax.set_xlabel(f"pred: {caption}", fontsize=7, color=colour, labelpad=1)
+            else:
+                ax.imshow(heat, cmap="gray", vmin=0, vmax=1)
+            if i == 0:
+                ax.set_title(title, fontsize=8)
+        axes[0, 0].set_title("image", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+# ------------------------------------------------------------------ curves
+def _method_curves(method: Method, role: str, metric: str):
+    """(fractions, per-seed mean curves [S, F]) of a method, or None."""
+    per_seed: dict[int, list[np.ndarray]] = {}
+    fractions = None
+    for run in method.runs:
+        if run.evaluation is None:
+            continue
+        for split in run.evaluation["splits"].values():
+            c = split.get("curves", {}).get(metric)
+            if split["role"] != role or c is None:
+                continue
+            if fractions is None:
+                fractions = c["fractions"]
+            if c["fractions"] == fractions:
+                per_seed.setdefault(run.seed, []).append(np.asarray(c["mean"], dtype=float))
+    if not per_seed:
+        return None
+    return np.asarray(fractions), np.stack([np.mean(v, axis=0) for _, v in sorted(per_seed.items())])
+
+
+def curves_figure(setting: Setting, out_dir: Path) -> tuple[FigureFile | None, list[str]]:
+    metrics = ("deletion", "insertion")
+    roles = [r for r in ROLE_NAMES if any(_method_curves(m, r, "insertion") is not None
+                                          for m in setting.methods)]
+    if not roles:
+        return None, [f"curves of {setting.title} skipped: no evaluation.json with curves"]
+    fig = _figure(8, 3.2 * len(roles))
+    axes = fig.subplots(len(roles), 2, squeeze=False)
+    for i, role in enumerate(roles):
+        for j, metric in enumerate(metrics):
+            ax = axes[i, j]
+            for k, m in enumerate(setting.methods):
+                got = _method_curves(m, role, metric)
+                if got is None:
+                    continue
+                f, curves = got
+                mean = curves.mean(axis=0)
+                auc = float(np.sum((mean[1:] + mean[:-1]) / 2 * np.diff(f)))  # trapezoid rule
+                ax.plot(f, mean, color=_color(k), label=f"{m.label} (AUC {100 * auc:.1f})")
+                if len(curves) > 1:
+                    std = curves.std(axis=0, ddof=1)
+                    ax.fill_between(f, mean - std, mean + std, color=_color(k), alpha=0.2, lw=0)
+            better = "lower" if metric == "deletion" else "higher"
+            ax.set_title(f"{metric}, {ROLE_NAMES[role]} ({better} AUC is better)", fontsize=9)
+            ax.set_xlabel("fraction of pixels " + ("removed" if metric == "deletion" else "inserted"))
+            ax.set_ylabel("p(predicted class)")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    caption = (f"Deletion and insertion curves ({setting.title}): mean over images and seeds; "
+               "band: ±1 std over seeds.")
+    return save(fig, out_dir, f"curves-{setting.slug}", caption), []
+
+
+# ------------------------------------------------------------------ training curves
+def training_figure(method: Method, setting: Setting, out_dir: Path
+                    ) -> tuple[FigureFile | None, list[str]]:
+    runs = [r for r in method.runs if r.results]
+    if not runs:
+        return None, [f"training curves of {method.label} skipped: empty results.jsonl"]
+    terms = list(dict.fromkeys(k for r in runs for rec in r.results for k in rec.get("losses", {})))
+    panels = terms + ["validation accuracy"]
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = _figure(3.0 * ncols, 2.4 * nrows + 0.3)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+    for k, run in enumerate(runs):
+        steps = [rec["step"] for rec in run.results]
+        val_keys = run.protocol["val_keys"]
+        for ax, term in zip(axes, panels):
+            if term == "validation accuracy":
+                ys = [np.mean([rec["acc"][v] for v in val_keys]) for rec in run.results]
+            else:
+                ys = [rec.get("losses", {}).get(term, np.nan) for rec in run.results]
+            ax.plot(steps, ys, marker=".", color=_color(k), label=run.name())
+    for ax, term in zip(axes, panels):
+        ax.set_title(term, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.axes[0].legend(fontsize=6)
+    fig.suptitle(f"{method.label}: training ({setting.title})", fontsize=10)
+    slug = "".join(ch if ch.isalnum() else "_" for ch in method.label).strip("_")
+    caption = (f"Training curves of {method.label}: mean loss terms between evaluations and "
+               "validation accuracy, one line per run.")
+    return save(fig, out_dir, f"training-{setting.slug}-{slug}", caption), []

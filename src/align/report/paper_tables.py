@@ -1,0 +1,325 @@
+"""The report's tables, in the paper's shape, as data and as Markdown, CSV and LaTeX.
+
+Per setting (see `collect`), rows are methods and:
+
+- accuracy, in-distribution and out-of-distribution: columns = domains + avg. Accuracies come from
+  summary.json under training-domain validation (all samples of each split). In-domain is the
+  test split for `in_distribution` and the training domains' `out` (validation) split otherwise;
+  out-of-distribution is each held-out domain's test split;
+- explanation metrics, out-of-distribution and in-domain: columns = every metric of the runs'
+  evaluation.json (plus the masker's IoU for ALIGN), each averaged over the domains of that role;
+- one per-domain table (columns = domains + avg) per metric and role.
+
+Aggregation: a run gives one value per (column); runs of the same seed (e.g. a leave-one-domain-out
+sweep over held-out domains) are averaged per seed first; a cell is the mean ± sample standard
+deviation (n - 1) over seeds, the std left out when there is one seed. `avg` is taken per seed
+over the columns (only seeds that have every column), then mean ± std over seeds.
+
+Values are shown x100 with two decimals. The best cell of each column is marked (bold in Markdown
+and LaTeX, `*` in the CSV's `best` column) following the column's direction: higher is better
+except for sufficiency and deletion (the metrics' declared `direction`). Cells are compared at the
+shown precision, so ties are all marked; a column with fewer than two values marks nothing.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from ..evaluate import eval_splits
+from .collect import Method, RunRecord, Setting
+
+SCALE = 100.0
+DECIMALS = 2
+MISSING = "-"
+#: Algorithm evaluation scores shown next to the metrics, with their direction.
+EXTRA_DIRECTIONS = {"masker_iou": "higher"}
+DISPLAY = {"insertion": "insertion AUC", "deletion": "deletion AUC", "iou": "IoU",
+           "masker_iou": "masker IoU"}
+ROLES = (("ood", "out-of-distribution"), ("in_domain", "in-domain"))
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float
+    std: float | None  # None with a single seed
+    n: int  # seeds
+
+    def shown(self) -> float:
+        return round(self.mean * SCALE, DECIMALS)
+
+
+@dataclass
+class Table:
+    """rows: (method label, number of seeds, one Cell or None per column)."""
+
+    key: str
+    title: str
+    columns: list[str]
+    directions: list[str | None]
+    rows: list[tuple[str, int, list[Cell | None]]]
+    note: str = ""
+
+    def best(self) -> list[set[int]]:
+        """Per column, the indices of the rows holding the best shown value."""
+        out = []
+        for j, direction in enumerate(self.directions):
+            vals = {i: r[2][j].shown() for i, r in enumerate(self.rows) if r[2][j] is not None}
+            if direction is None or len(vals) < 2:
+                out.append(set())
+                continue
+            target = (max if direction == "higher" else min)(vals.values())
+            out.append({i for i, v in vals.items() if v == target})
+        return out
+
+
+def display_name(name: str) -> str:
+    return DISPLAY.get(name, name.replace("_", " "))
+
+
+# ------------------------------------------------------------------ aggregation
+def _mean_std(values: list[float]) -> Cell:
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return Cell(statistics.fmean(values), std, len(values))
+
+
+PerRun = Callable[[RunRecord], Iterable[tuple[str, float]]]
+
+
+def _cells(method: Method, columns: list[str], per_run: PerRun, avg: bool) -> list[Cell | None]:
+    """One cell per column (and avg) for a method: per-seed means, then mean ± std over seeds."""
+    seeds: dict[int, dict[str, list[float]]] = {}
+    for run in method.runs:
+        for col, value in per_run(run):
+            if value is not None:
+                seeds.setdefault(run.seed, {}).setdefault(col, []).append(value)
+    per_seed = {s: {c: statistics.fmean(v) for c, v in cols.items()} for s, cols in seeds.items()}
+    cells: list[Cell | None] = []
+    for col in columns:
+        vals = [cols[col] for _, cols in sorted(per_seed.items()) if col in cols]
+        cells.append(_mean_std(vals) if vals else None)
+    if avg:
+        vals = [statistics.fmean(cols[c] for c in columns)
+                for _, cols in sorted(per_seed.items()) if all(c in cols for c in columns)]
+        cells.append(_mean_std(vals) if vals else None)
+    return cells
+
+
+def _columns(setting: Setting, per_run: PerRun, order: list[str]) -> list[str]:
+    found = {c for m in setting.methods for r in m.runs for c, v in per_run(r) if v is not None}
+    return [c for c in order if c in found]
+
+
+def _table(setting: Setting, key: str, title: str, per_run: PerRun, order: list[str],
+           directions: Callable[[str], str | None], avg: bool, note: str = "") -> Table | None:
+    columns = _columns(setting, per_run, order)
+    if not columns:
+        return None
+    rows = [(m.label, len(m.seeds), _cells(m, columns, per_run, avg)) for m in setting.methods]
+    dirs = [directions(c) for c in columns]
+    names = [display_name(c) for c in columns]
+    if avg:
+        names.append("avg")
+        dirs.append(dirs[0] if len(set(dirs)) == 1 else None)
+    return Table(key, title, names, dirs, rows, note)
+
+
+# ------------------------------------------------------------------ per-run extractors
+def _accuracy(role: str) -> PerRun:
+    def per_run(run: RunRecord):
+        acc = run.summary["training_domain_validation"]["acc"]
+        for k, r in eval_splits(run.protocol):
+            if r == role and k in acc:
+                yield k.rsplit("_", 1)[0], acc[k]
+    return per_run
+
+
+def _eval_splits(run: RunRecord, role: str):
+    if run.evaluation is None:
+        return
+    for split in run.evaluation["splits"].values():
+        if split["role"] == role:
+            yield split
+
+
+def _scores(split: dict) -> dict[str, float | None]:
+    out = {m: v["mean"] for m, v in split["metrics"].items()}
+    out.update({e: v["mean"] for e, v in split.get("extras", {}).items() if e in EXTRA_DIRECTIONS})
+    return out
+
+
+def _metric_summary(role: str) -> PerRun:
+    def per_run(run: RunRecord):
+        per_metric: dict[str, list[float]] = {}
+        for split in _eval_splits(run, role):
+            for m, v in _scores(split).items():
+                if v is not None:
+                    per_metric.setdefault(m, []).append(v)
+        for m, vals in per_metric.items():
+            yield m, statistics.fmean(vals)  # each domain weighs the same
+    return per_run
+
+
+def _metric_by_domain(role: str, metric: str) -> PerRun:
+    def per_run(run: RunRecord):
+        for split in _eval_splits(run, role):
+            yield split["domain"], _scores(split).get(metric)
+    return per_run
+
+
+def _direction(name: str) -> str | None:
+    from ..metrics import METRICS
+
+    if name in METRICS:
+        return METRICS.get(name).direction
+    return EXTRA_DIRECTIONS.get(name)
+
+
+def _metric_order() -> list[str]:
+    from ..metrics import METRICS
+
+    return METRICS.names() + list(EXTRA_DIRECTIONS)
+
+
+def evaluation_note(setting: Setting) -> str:
+    """How the explanation metrics were computed (one line per distinct evaluation config)."""
+    configs = []
+    for m in setting.methods:
+        for r in m.runs:
+            if r.evaluation is not None:
+                c = r.evaluation["config"]
+                n = "all" if c["max_batches"] is None else f"at most {c['max_batches'] * c['batch_size']}"
+                line = (f"explainer {c['explainer']}, substrate {c['substrate']}, checkpoint "
+                        f"{c['checkpoint']}, {n} images per split")
+                if line not in configs:
+                    configs.append(line)
+    if len(configs) > 1:
+        return "Evaluations differ between runs (not comparable): " + "; ".join(configs) + "."
+    return f"Explanations: {configs[0]}." if configs else ""
+
+
+def build_tables(setting: Setting) -> list[Table]:
+    """Every table of one setting, in report order (empty tables left out)."""
+    domains = list(setting.domains)
+    tables = []
+    for role, role_name in (("in_domain", "in-distribution"), ("ood", "out-of-distribution")):
+        t = _table(setting, f"accuracy_{role}", f"Accuracy, {role_name} (%)", _accuracy(role),
+                   domains, lambda c: "higher", avg=True,
+                   note="Training-domain validation; all samples of each split.")
+        tables.append(t)
+    note = evaluation_note(setting)
+    order = _metric_order()
+    for role, role_name in ROLES:
+        tables.append(_table(setting, f"explanations_{role}",
+                             f"Explanation metrics, {role_name} (x100, mean over domains)",
+                             _metric_summary(role), order, _direction, avg=False, note=note))
+    for role, role_name in ROLES:
+        for metric in order:
+            tables.append(_table(setting, f"{metric}_{role}",
+                                 f"{display_name(metric)}, {role_name} (x100)",
+                                 _metric_by_domain(role, metric), domains,
+                                 lambda c, m=metric: _direction(m), avg=True, note=note))
+    return [t for t in tables if t is not None]
+
+
+# ------------------------------------------------------------------ rendering
+def format_cell(cell: Cell | None) -> str:
+    if cell is None:
+        return MISSING
+    text = f"{cell.mean * SCALE:.{DECIMALS}f}"
+    return text if cell.std is None else f"{text} ± {cell.std * SCALE:.{DECIMALS}f}"
+
+
+def arrow(direction: str | None, up: str, down: str) -> str:
+    return {"higher": f" {up}", "lower": f" {down}"}.get(direction or "", "")
+
+
+LEGEND = ("Mean ± std over seeds (x100); one value when there is one seed. Best per column in "
+          "bold; ↑ higher is better, ↓ lower is better.")
+
+
+def to_markdown(sections: list[tuple[Setting, list[Table]]]) -> str:
+    lines = ["# Results", "", LEGEND, ""]
+    for setting, tables in sections:
+        lines += [f"## {setting.title}", ""]
+        for t in tables:
+            best = t.best()
+            lines += [f"### {t.title}", ""]
+            if t.note:
+                lines += [t.note, ""]
+            head = ["method", "seeds"] + [c + arrow(d, "↑", "↓") for c, d in zip(t.columns, t.directions)]
+            lines.append("| " + " | ".join(head) + " |")
+            lines.append("|---|---:|" + "---:|" * len(t.columns))
+            for i, (label, seeds, cells) in enumerate(t.rows):
+                shown = [f"**{format_cell(c)}**" if i in best[j] else format_cell(c) for j, c in enumerate(cells)]
+                lines.append("| " + " | ".join([label, str(seeds)] + shown) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _csv_field(text: str) -> str:
+    if any(ch in text for ch in ',"\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def to_csv(sections: list[tuple[Setting, list[Table]]]) -> str:
+    """Long format: one line per (setting, table, method, column); values x100."""
+    head = ["setting", "table", "method", "seeds", "column", "direction", "mean", "std", "n", "best"]
+    lines = [",".join(head)]
+    for setting, tables in sections:
+        for t in tables:
+            best = t.best()
+            for i, (label, seeds, cells) in enumerate(t.rows):
+                for j, (col, cell) in enumerate(zip(t.columns, cells)):
+                    mean = "" if cell is None else f"{cell.mean * SCALE:.4f}"
+                    std = "" if cell is None or cell.std is None else f"{cell.std * SCALE:.4f}"
+                    row = [setting.slug, t.key, label, str(seeds), col, t.directions[j] or "",
+                           mean, std, "" if cell is None else str(cell.n),
+                           "*" if i in best[j] else ""]
+                    lines.append(",".join(_csv_field(x) for x in row))
+    return "\n".join(lines) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in text)
+
+
+def _label(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-:." else "-" for ch in text)
+
+
+def _tex_value(cell: Cell | None, best: bool) -> str:
+    if cell is None:
+        return "--"
+    text = f"{cell.mean * SCALE:.{DECIMALS}f}"
+    if cell.std is not None:
+        text += f" $\\pm$ {cell.std * SCALE:.{DECIMALS}f}"
+    return f"\\textbf{{{text}}}" if best else text
+
+
+def to_latex(sections: list[tuple[Setting, list[Table]]]) -> str:
+    """One booktabs `table` per table (needs \\usepackage{booktabs})."""
+    out = ["% Generated by `align report`; needs \\usepackage{booktabs}.", ""]
+    for setting, tables in sections:
+        for t in tables:
+            best = t.best()
+            head = ["method", "seeds"] + [
+                _tex(c) + arrow(d, "$\\uparrow$", "$\\downarrow$") for c, d in zip(t.columns, t.directions)]
+            out += [
+                "\\begin{table}[t]", "\\centering",
+                f"\\caption{{{_tex(setting.title)}. {_tex(t.title)}.}}",
+                f"\\label{{tab:{_label(setting.slug)}:{_label(t.key)}}}",
+                "\\begin{tabular}{lr" + "r" * len(t.columns) + "}", "\\toprule",
+                " & ".join(head) + " \\\\", "\\midrule",
+            ]
+            for i, (label, seeds, cells) in enumerate(t.rows):
+                vals = [_tex_value(c, i in best[j]) for j, c in enumerate(cells)]
+                out.append(" & ".join([_tex(label), str(seeds)] + vals) + " \\\\")
+            out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(out)
