@@ -168,7 +168,7 @@ def mask_quality(
 
     if method not in ALGORITHMS:
         _fail(KeyError(f"unknown algorithm {method!r}; choose from {', '.join(ALGORITHMS.names())}"))
-    result = run_mask_quality(out, method=method, seeds=seeds or [0, 1, 2], test_domains=test_domains,
+    run_mask_quality(out, method=method, seeds=seeds or [0, 1, 2], test_domains=test_domains,
                               levels=levels or [1.0, 0.9, 0.8], kind=kind, steps=steps, console=console)
     console.print((out / "mask_quality.md").read_text())
     console.print(f"plot: {out / 'mask_quality.png'}")
