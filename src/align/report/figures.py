@@ -6,7 +6,7 @@
   have no checkpoint (e.g. the committed golden runs) or whose data moved is left out with a note,
   and the figure is skipped, with a note, when no method is left.
 - `curves_figure`: mean deletion and insertion curves per method (mean over seeds, band = ±1 std
-  over seeds), from evaluation.json; one row per role (out-of-distribution, in-domain).
+  over seeds), from evaluation.json; one row per role (out-of-distribution, in-distribution).
 - `training_figure`: every loss term logged in results.jsonl (and the validation accuracy)
   against the step, one line per run of a method.
 
@@ -29,7 +29,7 @@ from .collect import Method, RunRecord, Setting
 
 #: Image rows in the examples grid.
 N_EXAMPLES = 6
-ROLE_NAMES = {"ood": "out-of-distribution", "in_domain": "in-domain"}
+ROLE_NAMES = {"ood": "out-of-distribution", "in_domain": "in-distribution"}
 
 
 @dataclass(frozen=True)

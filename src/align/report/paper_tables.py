@@ -6,9 +6,10 @@ Per setting (see `collect`), rows are methods and:
   summary.json under training-domain validation (all samples of each split). In-domain is the
   test split for `in_distribution` and the training domains' `out` (validation) split otherwise;
   out-of-distribution is each held-out domain's test split;
-- explanation metrics, out-of-distribution and in-domain: columns = every metric of the runs'
+- explanation metrics, in- and out-of-distribution: columns = every metric of the runs'
   evaluation.json (plus the masker's IoU for ALIGN), each averaged over the domains of that role;
-- one per-domain table (columns = domains + avg) per metric and role.
+- one per-domain table (columns = domains + avg) per metric and role, when a role has more
+  than one domain (otherwise the explanation-metrics table already holds the same numbers).
 
 Aggregation: a run gives one value per (column); runs of the same seed (e.g. a leave-one-domain-out
 sweep over held-out domains) are averaged per seed first; a cell is the mean ± sample standard
@@ -35,9 +36,16 @@ DECIMALS = 2
 MISSING = "-"
 #: Algorithm evaluation scores shown next to the metrics, with their direction.
 EXTRA_DIRECTIONS = {"masker_iou": "higher"}
+ACCURACY_NOTES = {
+    "in_domain": "Model selected by training-domain validation; all samples of each split. "
+                 "In-distribution = a training domain's held-out `out` split (its validation "
+                 "split; in_distribution protocol: its test split).",
+    "ood": "Model selected by training-domain validation; all samples of each held-out "
+           "domain's test split.",
+}
 DISPLAY = {"insertion": "insertion AUC", "deletion": "deletion AUC", "iou": "IoU",
            "masker_iou": "masker IoU"}
-ROLES = (("ood", "out-of-distribution"), ("in_domain", "in-domain"))
+ROLES = (("in_domain", "in-distribution"), ("ood", "out-of-distribution"))
 
 
 @dataclass(frozen=True)
@@ -203,11 +211,10 @@ def build_tables(setting: Setting) -> list[Table]:
     """Every table of one setting, in report order (empty tables left out)."""
     domains = list(setting.domains)
     tables = []
-    for role, role_name in (("in_domain", "in-distribution"), ("ood", "out-of-distribution")):
-        t = _table(setting, f"accuracy_{role}", f"Accuracy, {role_name} (%)", _accuracy(role),
-                   domains, lambda c: "higher", avg=True,
-                   note="Training-domain validation; all samples of each split.")
-        tables.append(t)
+    for role, role_name in ROLES:
+        tables.append(_table(setting, f"accuracy_{role}", f"Accuracy, {role_name} (%)",
+                             _accuracy(role), domains, lambda c: "higher", avg=True,
+                             note=ACCURACY_NOTES[role]))
     note = evaluation_note(setting)
     order = _metric_order()
     for role, role_name in ROLES:
@@ -216,10 +223,11 @@ def build_tables(setting: Setting) -> list[Table]:
                              _metric_summary(role), order, _direction, avg=False, note=note))
     for role, role_name in ROLES:
         for metric in order:
-            tables.append(_table(setting, f"{metric}_{role}",
-                                 f"{display_name(metric)}, {role_name} (x100)",
-                                 _metric_by_domain(role, metric), domains,
-                                 lambda c, m=metric: _direction(m), avg=True, note=note))
+            t = _table(setting, f"{metric}_{role}", f"{display_name(metric)}, {role_name} (x100)",
+                       _metric_by_domain(role, metric), domains,
+                       lambda c, m=metric: _direction(m), avg=True, note=note)
+            if t is not None and len(t.columns) > 2:  # more than one domain (+ avg)
+                tables.append(t)
     return [t for t in tables if t is not None]
 
 

@@ -1,0 +1,288 @@
+"""`evaluate_run` (evaluation.json, resumability) and `make_report` (golden tables, figures, html).
+
+The golden files: `tests/golden/runs/` holds four run directories (ERM and ALIGN, seeds 0 and 1,
+tiny synthetic runs) with only their JSON files and no checkpoints; `tests/golden/report/` holds
+the tables made from them. Regenerate the tables after an intended change with
+
+    UPDATE_GOLDEN=1 python -m pytest -q tests/test_evaluate_report.py -k golden
+
+and review the diff. See tests/golden/README.md for how the runs were made.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import align.metrics
+from align.evaluate import EVALUATION_FILE, PARTIAL_FILE, evaluate_run
+from align.metrics import METRICS
+from align.report.build import TABLE_FILES, make_report, write_tables
+from align.report.collect import RunDirError, RunRecord, group_methods, load_run_record
+from align.report.paper_tables import Cell, Table, to_markdown
+from align.train.loop import Trainer
+
+from conftest import tiny_config
+
+GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_RUNS = sorted(p.parent for p in (GOLDEN / "runs").rglob("config.json"))
+ALIGN_FAST = {"lr": 1e-3, "warmup_steps": 3, "masker_warmup_steps": 2}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Overrides conftest's two threads: these tiny batches run faster on one thread, and much
+    # faster when other jobs load the two cores (two threads then stall on each other).
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_synth, tmp_path_factory):
+    """A trained tiny ERM run and ALIGN run, each with a full evaluation.json of "best"."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for algo, hp in (("erm", {"lr": 1e-3}), ("align", ALIGN_FAST)):
+        Trainer(tiny_config(tiny_synth, root / algo, algorithm=algo, hparams=hp)).run()
+        evaluate_run(root / algo)
+        out[algo] = root / algo
+    return out
+
+
+def _json(path: Path):
+    return json.loads(path.read_text())
+
+
+# ------------------------------------------------------------------ evaluate_run
+@pytest.mark.parametrize("algo", ["erm", "align"])
+def test_evaluation_json_structure_and_known_values(runs, algo):
+    run = runs[algo]
+    ev = _json(run / EVALUATION_FILE)
+    protocol, summary = _json(run / "protocol.json"), _json(run / "summary.json")
+    splits_rec = _json(run / "splits.json")
+    assert not (run / PARTIAL_FILE).exists() and not list(run.glob(".*.tmp"))
+    assert ev["config"]["checkpoint"] == "best"
+    assert ev["config"]["step"] == summary["training_domain_validation"]["step"]
+    assert list(ev["splits"]) == protocol["test_keys"] + protocol["val_keys"]
+    best = summary["training_domain_validation"]
+    for key, s in ev["splits"].items():
+        domain, split = key.rsplit("_", 1)
+        assert s["role"] == ("ood" if key in protocol["test_keys"] else "in_domain")
+        assert s["n"] == s["n_total"] == len(splits_rec[domain][split])  # whole split
+        # The same checkpoint on the same split gives the accuracy the training loop logged.
+        assert s["accuracy"] == pytest.approx(best["acc"][key], abs=1e-12)
+        assert set(s["metrics"]) == set(METRICS.names())  # the tiny data has masks
+        for name, m in s["metrics"].items():
+            assert math.isfinite(m["mean"]), (key, name)
+            assert m["n_valid"] + m["n_excluded"] == s["n"]
+            assert m["direction"] == METRICS.get(name).direction
+        ins, dele = s["curves"]["insertion"], s["curves"]["deletion"]
+        assert ins["fractions"][0] == 0.0 and ins["fractions"][-1] == 1.0
+        # Shared endpoints: c_del(0) = c_ins(1) = p_y(x), c_del(1) = c_ins(0) = p_y(substrate).
+        assert dele["mean"][0] == pytest.approx(ins["mean"][-1], abs=1e-6)
+        assert dele["mean"][-1] == pytest.approx(ins["mean"][0], abs=1e-6)
+        if algo == "align":  # the masker's IoU, as logged by training for the same checkpoint
+            assert s["extras"]["masker_iou"]["mean"] == pytest.approx(
+                best["eval"]["masker_iou"][key], abs=1e-9)
+        else:
+            assert s["extras"] == {}
+
+
+def test_last_checkpoint_accuracy_matches_summary(runs, tmp_path):
+    run = tmp_path / "erm"
+    shutil.copytree(runs["erm"], run)
+    ev = evaluate_run(run, checkpoint="last", metrics=["iou"])
+    last = _json(run / "summary.json")["last"]
+    assert ev["config"]["step"] == last["step"]
+    for key, s in ev["splits"].items():
+        assert s["accuracy"] == pytest.approx(last["acc"][key], abs=1e-12)
+    assert list(s["metrics"]) == ["iou"]
+
+
+def _counting_explain(monkeypatch) -> list[int]:
+    calls = []
+    real = align.metrics.explain
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(align.metrics, "explain", counting)  # evaluate imports it per batch
+    return calls
+
+
+def test_evaluation_resumes_finished_splits(runs, tmp_path, monkeypatch):
+    run = tmp_path / "erm"
+    shutil.copytree(runs["erm"], run)
+    reference = _json(run / EVALUATION_FILE)
+    (run / EVALUATION_FILE).unlink()
+    kw = dict(batch_size=8, max_batches=2)  # 2 batches in every split: 8 in all
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_in_second_split(key, done, total):
+        if done == 3:  # the first batch of the second split
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        evaluate_run(run, progress=stop_in_second_split, **kw)
+    partial = _json(run / PARTIAL_FILE)
+    assert list(partial["splits"]) == ["texture_in"] and not (run / EVALUATION_FILE).exists()
+
+    calls = _counting_explain(monkeypatch)
+    seen = []
+    resumed = evaluate_run(run, progress=lambda k, d, t: seen.append((k, d, t)), **kw)
+    assert len(calls) == 6  # the finished split is not recomputed
+    assert seen[0] == ("texture_in", 2, 8) and seen[-1][1:] == (8, 8)
+    assert not (run / PARTIAL_FILE).exists()
+    fresh = evaluate_run(run, overwrite=True, **kw)
+    for key in fresh["splits"]:
+        for name in METRICS.names():
+            assert resumed["splits"][key]["metrics"][name]["mean"] == pytest.approx(
+                fresh["splits"][key]["metrics"][name]["mean"], abs=1e-9)
+    # A finished evaluation with the same config is returned without recomputing ...
+    calls.clear()
+    assert evaluate_run(run, **kw)["splits"] == fresh["splits"] and calls == []
+    # ... and a partial file from another configuration is not reused.
+    stale = {**fresh, "config": {**fresh["config"], "substrate": "zero"},
+             "splits": {"texture_in": fresh["splits"]["texture_in"]}}
+    (run / PARTIAL_FILE).write_text(json.dumps(stale))
+    evaluate_run(run, overwrite=True, **kw)
+    assert len(calls) == 8
+
+
+def test_evaluation_subset_is_a_prefix_of_a_larger_one(runs, tmp_path):
+    run = tmp_path / "erm"
+    shutil.copytree(runs["erm"], run)
+    small = evaluate_run(run, batch_size=8, max_batches=1, metrics=["pointing_game"])
+    assert all(s["n"] == 8 for s in small["splits"].values())
+    # Same first 8 images whatever the batch size: one batch of 8 == the first 8 of a batch of 16.
+    big = evaluate_run(run, batch_size=16, max_batches=1, metrics=["pointing_game"], overwrite=True)
+    assert all(s["n"] == 16 for s in big["splits"].values())
+
+
+def test_evaluate_errors_name_the_problem(runs, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        evaluate_run(tmp_path / "nowhere")
+    with pytest.raises(KeyError, match="gradcam"):
+        evaluate_run(runs["erm"], explainer="lime")
+    moved = tmp_path / "moved"
+    shutil.copytree(runs["erm"], moved)
+    cfg = _json(moved / "config.json")
+    ds = _json(moved / "dataset.json")
+    cfg["data"] = ds["root"] = str(tmp_path / "gone")
+    (moved / "config.json").write_text(json.dumps(cfg))
+    (moved / "dataset.json").write_text(json.dumps(ds))
+    with pytest.raises(FileNotFoundError, match="image root"):
+        evaluate_run(moved)
+
+
+# ------------------------------------------------------------------ report: golden tables
+def test_golden_tables_byte_for_byte(tmp_path):
+    assert len(GOLDEN_RUNS) == 4
+    write_tables(GOLDEN_RUNS, tmp_path)
+    if os.environ.get("UPDATE_GOLDEN"):
+        for name in TABLE_FILES:
+            shutil.copy(tmp_path / name, GOLDEN / "report" / name)
+    for name in TABLE_FILES:
+        assert (tmp_path / name).read_bytes() == (GOLDEN / "report" / name).read_bytes(), name
+
+
+def test_golden_best_marks_follow_each_columns_direction():
+    """In the golden CSV, '*' marks exactly the best shown mean of each column, by direction."""
+    rows = list(csv.DictReader((GOLDEN / "report" / "tables.csv").open()))
+    columns: dict[tuple, list[dict]] = {}
+    for r in rows:
+        columns.setdefault((r["setting"], r["table"], r["column"]), []).append(r)
+    lower_seen = 0
+    for key, cells in columns.items():
+        vals = [c for c in cells if c["mean"]]
+        if len(vals) < 2 or not cells[0]["direction"]:
+            assert not any(c["best"] for c in cells), key
+            continue
+        pick = max if cells[0]["direction"] == "higher" else min
+        best = pick(round(float(c["mean"]), 2) for c in vals)
+        assert {c["method"] for c in vals if c["best"] == "*"} == {
+            c["method"] for c in vals if round(float(c["mean"]), 2) == best}, key
+        lower_seen += cells[0]["direction"] == "lower"
+    assert lower_seen >= 2  # sufficiency and deletion columns were checked
+
+
+def test_best_marking_direction_and_ties():
+    c = lambda v: Cell(v, None, 1)  # noqa: E731
+    t = Table("t", "t", ["acc", "sufficiency", "deletion", "area"],
+              ["higher", "lower", "lower", None],
+              [("a", 1, [c(0.9), c(0.10), c(0.300), c(0.5)]),
+               ("b", 1, [c(0.8), c(0.05), c(0.30001), None]),
+               ("c", 1, [None, c(0.20), c(0.4), c(0.7)])])
+    # deletion: 30.00 and 30.00 tie at the shown precision; "area" has no direction.
+    assert t.best() == [{0}, {1}, {0, 1}, set()]
+    md = to_markdown([])  # renders without settings
+    assert md.startswith("# Results")
+
+
+# ------------------------------------------------------------------ report: grouping, errors
+def _record(algo, seed, **hp):
+    cfg = {"algorithm": algo, "seed": seed, "steps": 10, "hparams": {"lr": 1e-3, **hp}}
+    proto = {"name": "lodo", "train_domains": ["a"], "test_domains": ["b"]}
+    return RunRecord(Path(f"{algo}{seed}"), cfg, proto, {}, [], None)
+
+
+def test_method_labels_get_a_suffix_only_for_differing_hparams():
+    methods = group_methods([_record("align", 0, guidance="masker"), _record("erm", 0),
+                             _record("align", 1, guidance="none"), _record("erm", 1),
+                             _record("align", 1, guidance="masker")])
+    assert [(m.label, m.seeds) for m in methods] == [
+        ("erm", [0, 1]), ("align (guidance=masker)", [0, 1]), ("align (guidance=none)", [1])]
+
+
+def test_report_errors_name_the_run_directory(tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(GOLDEN_RUNS[0], bad)
+    (bad / "summary.json").unlink()
+    with pytest.raises(RunDirError, match=re.escape(str(bad)) + ".*summary.json"):
+        make_report([bad], tmp_path / "report")
+    (bad / "summary.json").write_text("{not json")
+    with pytest.raises(RunDirError, match="summary.json"):
+        load_run_record(bad)
+
+
+# ------------------------------------------------------------------ report: figures and html
+def _local_refs(index: Path) -> list[str]:
+    return re.findall(r'(?:href|src)="([^"]+)"', index.read_text())
+
+
+def test_report_of_golden_runs_skips_examples_and_links_only_existing_files(tmp_path):
+    index = make_report(GOLDEN_RUNS, tmp_path / "report")
+    refs = _local_refs(index)
+    assert refs and all((index.parent / r).is_file() for r in refs)
+    assert not [r for r in refs if "://" in r or r.startswith("/")]
+    text = index.read_text()
+    assert "<script" not in text and "stylesheet" not in text
+    assert "examples figure" in text and "skipped" in text  # no checkpoints: said so
+    assert not list((tmp_path / "report" / "figures").glob("examples-*"))
+    assert list((tmp_path / "report" / "figures").glob("curves-*.pdf"))
+
+
+def test_report_of_trained_runs_has_every_figure(runs, tmp_path):
+    index = make_report([runs["erm"], runs["align"]], tmp_path / "report", n_examples=3)
+    figs = tmp_path / "report" / "figures"
+    stems = {p.stem.split("-")[0] for p in figs.glob("*.png")}
+    assert stems == {"examples", "curves", "training"}
+    assert len(list(figs.glob("training-*.png"))) == 2
+    assert {p.stem for p in figs.glob("*.png")} == {p.stem for p in figs.glob("*.pdf")}
+    refs = _local_refs(index)
+    assert all((index.parent / r).is_file() for r in refs)
+    assert {f"figures/{p.name}" for p in figs.iterdir()} <= set(refs)  # every figure shown
+    for name in TABLE_FILES:
+        assert name in refs and (index.parent / name).is_file()
