@@ -123,7 +123,6 @@ def _counting_explain(monkeypatch) -> list[int]:
 def test_evaluation_resumes_finished_splits(runs, tmp_path, monkeypatch):
     run = tmp_path / "erm"
     shutil.copytree(runs["erm"], run)
-    reference = _json(run / EVALUATION_FILE)
     (run / EVALUATION_FILE).unlink()
     kw = dict(batch_size=8, max_batches=2)  # 2 batches in every split: 8 in all
 
@@ -161,14 +160,19 @@ def test_evaluation_resumes_finished_splits(runs, tmp_path, monkeypatch):
     assert len(calls) == 8
 
 
-def test_evaluation_subset_is_a_prefix_of_a_larger_one(runs, tmp_path):
+def test_max_batches_takes_the_same_images_whatever_the_batch_size(runs, tmp_path):
+    """A capped evaluation scores a fixed prefix of each split's seeded order, so two batches of 8
+    and one batch of 16 score the same 16 images (9 for the 9-image validation splits)."""
     run = tmp_path / "erm"
     shutil.copytree(runs["erm"], run)
-    small = evaluate_run(run, batch_size=8, max_batches=1, metrics=["pointing_game"])
-    assert all(s["n"] == 8 for s in small["splits"].values())
-    # Same first 8 images whatever the batch size: one batch of 8 == the first 8 of a batch of 16.
-    big = evaluate_run(run, batch_size=16, max_batches=1, metrics=["pointing_game"], overwrite=True)
-    assert all(s["n"] == 16 for s in big["splits"].values())
+    kw = dict(metrics=["pointing_game", "energy_pointing_game"])
+    small = evaluate_run(run, batch_size=8, max_batches=2, **kw)
+    big = evaluate_run(run, batch_size=16, max_batches=1, overwrite=True, **kw)
+    for key, s in big["splits"].items():
+        assert s["n"] == small["splits"][key]["n"] == min(16, s["n_total"])
+        assert s["accuracy"] == small["splits"][key]["accuracy"]
+        for name, m in s["metrics"].items():
+            assert m["mean"] == pytest.approx(small["splits"][key]["metrics"][name]["mean"], abs=1e-6)
 
 
 def test_evaluate_errors_name_the_problem(runs, tmp_path):

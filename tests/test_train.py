@@ -143,12 +143,10 @@ def test_load_run_and_predict(tiny_synth, tmp_path):
 def test_erm_learns_on_the_synthetic_benchmark(tmp_path):
     """In-domain accuracy far above chance (25%) after a short run at the quickstart's settings,
     and the distribution shift is real: out-of-domain accuracy clearly below in-domain."""
-    import dataclasses
-
     from align.data.synthetic import DEFAULT_CONFIG, generate
     from align.quickstart import QUICKSTART_SETTINGS
 
-    data = generate(tmp_path / "data", dataclasses.replace(DEFAULT_CONFIG, n_per_domain=200), seed=0)
+    data = generate(tmp_path / "data", DEFAULT_CONFIG, seed=0)
     settings = {**QUICKSTART_SETTINGS, "steps": 300, "num_workers": 0}
     cfg = tiny_config(data, tmp_path / "run", **settings, hparams={"lr": 3e-3})
     summary = Trainer(cfg).run()

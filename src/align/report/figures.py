@@ -116,10 +116,7 @@ def _common_key(reps: list[tuple[Method, RunRecord]]) -> str | None:
 
 def examples_figure(setting: Setting, out_dir: Path, n: int = N_EXAMPLES
                     ) -> tuple[FigureFile | None, list[str]]:
-    import torch
-
     from ..data.transforms import denormalize
-    from ..metrics import explain
 
     notes, reps = [], []
     for m in setting.methods:
@@ -145,23 +142,11 @@ def examples_figure(setting: Setting, out_dir: Path, n: int = N_EXAMPLES
     for m, run in reps:
         try:
             loaded, x, masks = _load_batch(run, picked)
-        except (FileNotFoundError, ValueError) as e:
-            notes.append(f"examples: {m.label} left out ({e})")
+        except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+            # e.g. the data moved, or a checkpoint of an older architecture: said in the notes.
+            notes.append(f"examples: {m.label} left out ({type(e).__name__}: {e})")
             continue
-        clf = loaded.algorithm.classifier
-        with torch.no_grad():
-            pred = loaded.algorithm.predict(x).argmax(1)
-        cam = explain("gradcam", clf, x, target=pred)
-        labels = [p.split("/")[1] for p in picked]
-        cells = [(cam[i, 0], loaded.classes[int(pred[i])],
-                  "green" if loaded.classes[int(pred[i])] == labels[i] else "red")
-                 for i in range(len(picked))]
-        columns.append((f"{m.label}\nGrad-CAM", cells))
-        masker = getattr(loaded.algorithm, "masker", None)
-        if masker is not None:
-            with torch.no_grad():
-                mk = masker(x)
-            columns.append((f"{m.label}\nmasker", [(mk[i, 0], None, None) for i in range(len(picked))]))
+        columns += _method_columns(m.label, loaded, x, [p.split("/")[1] for p in picked])
         if base is None:
             base = denormalize(x).clamp(0, 1).permute(0, 2, 3, 1).numpy()
         if gt is None and masks is not None:
@@ -174,6 +159,26 @@ def examples_figure(setting: Setting, out_dir: Path, n: int = N_EXAMPLES
     caption = (f"Test images of {key} ({setting.title}): Grad-CAM of the predicted class (prediction "
                "below, green if correct), masker masks and ground truth.")
     return save(fig, out_dir, f"examples-{setting.slug}", caption), notes
+
+
+def _method_columns(label: str, loaded, x, classes: list[str]) -> list[tuple[str, list]]:
+    """The Grad-CAM column of one method (and its masker's column if it has one)."""
+    import torch
+
+    from ..metrics import explain
+
+    with torch.no_grad():
+        pred = loaded.algorithm.predict(x).argmax(1)
+    cam = explain("gradcam", loaded.algorithm.classifier, x, target=pred)
+    names = [loaded.classes[int(p)] for p in pred]
+    cols = [(f"{label}\nGrad-CAM", [(cam[i, 0], names[i], "green" if names[i] == classes[i] else "red")
+                                    for i in range(len(x))])]
+    masker = getattr(loaded.algorithm, "masker", None)
+    if masker is not None:
+        with torch.no_grad():
+            mk = masker(x)
+        cols.append((f"{label}\nmasker", [(mk[i, 0], None, None) for i in range(len(x))]))
+    return cols
 
 
 def _examples_grid(images: np.ndarray, labels: list[str], columns: list[tuple[str, list]]):
