@@ -20,6 +20,8 @@ which makes trying 40 radii during the IoU search cheap.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 from typing import Any
 
@@ -70,7 +72,7 @@ def shift_mask(mask: Any, dx: int, dy: int) -> np.ndarray:
     return out
 
 
-class _Degrader:
+class _Degrader(ABC):
     """A degradation prepared for one mask, so many levels can be tried cheaply.
 
     Subclasses set `max_level`: the level at which the degradation has done all it can (IoU no
@@ -84,8 +86,9 @@ class _Degrader:
             raise ValueError(f"masks must be 2-D (H, W), got shape {mask.shape}")
         self.mask = mask
 
-    def apply(self, level: float) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def apply(self, level: float) -> np.ndarray:
+        """The mask degraded at `level`."""
 
 
 @DEGRADATIONS.register("dilate")

@@ -16,6 +16,8 @@ data (its parameters and, for ``folder``, a path table), so it can be sent to wo
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import hashlib
 import json
 import math
@@ -41,7 +43,7 @@ class MaskJob:
     seed: int  # per-image seed, from `layout.image_seed(run seed, rel)`
 
 
-class MaskSource:
+class MaskSource(ABC):
     """Base class: validated parameters plus a per-image `compute`.
 
     Subclasses set `defaults` (every accepted parameter with its default; a user parameter not
@@ -80,9 +82,9 @@ class MaskSource:
         """A digest of inputs outside the image and truth folders, for the cache key."""
         return None
 
+    @abstractmethod
     def compute(self, job: MaskJob, gt: np.ndarray | None) -> tuple[np.ndarray, dict[str, Any]]:
         """(mask, extra per-image record). `gt` is the truth as uint8 0..255, or None."""
-        raise NotImplementedError
 
 
 MASK_SOURCES: Registry[type[MaskSource]] = Registry("mask source")

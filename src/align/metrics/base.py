@@ -21,6 +21,8 @@ Shapes used throughout:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -114,7 +116,7 @@ def aggregate(
     return Aggregate(mean=mean, n_valid=n_valid, n_excluded=values.numel() - n_valid)
 
 
-class Metric:
+class Metric(ABC):
     """Base class: validates the inputs once, then hands them to `compute`.
 
     Subclasses set the metadata class attributes, take their parameters in `__init__` and
@@ -148,6 +150,7 @@ class Metric:
             _warn_if_training(model)
         return self.compute(model=model, x=x, saliency=saliency, target=target, gt_mask=gt_mask)
 
+    @abstractmethod
     def compute(
         self,
         *,
@@ -157,7 +160,7 @@ class Metric:
         target: Tensor | None,
         gt_mask: Tensor | None,
     ) -> MetricResult:
-        raise NotImplementedError
+        """The metric's per-sample values (inputs already checked by `__call__`)."""
 
     @classmethod
     def metadata(cls) -> dict[str, object]:

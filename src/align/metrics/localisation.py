@@ -21,6 +21,8 @@ Edge cases (chosen so that an uninformative map can never score well):
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from typing import ClassVar
 
 import torch
@@ -50,9 +52,9 @@ class _LocalisationMetric(Metric):
     needs_model: ClassVar[bool] = False
     needs_gt_mask: ClassVar[bool] = True
 
+    @abstractmethod
     def score(self, s: Tensor, gt: Tensor) -> Tensor:
         """s: FloatTensor[B, 1, H, W], gt: BoolTensor[B, 1, H, W] -> FloatTensor[B]."""
-        raise NotImplementedError
 
     def compute(self, *, model, x, saliency, target, gt_mask) -> MetricResult:
         gt = prepare_mask(gt_mask)
