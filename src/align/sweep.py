@@ -78,14 +78,17 @@ def aggregate(run_dirs: list[Path], method: str = "training_domain_validation") 
 def markdown_table(agg: dict) -> str:
     """Rows: algorithms; columns: held-out domains and their average (OOD accuracy, %)."""
     domains = sorted({d for a in agg.values() for d in a if d != "avg"})
-    head = "| algorithm | " + " | ".join(domains) + " | avg | in-domain (val) |"
-    lines = [head, "|" + "---|" * (len(domains) + 3)]
+    head = "| algorithm | " + " | ".join(domains) + " | avg | in-domain (val) | masker IoU (held-out) |"
+    lines = [head, "|" + "---|" * (len(domains) + 4)]
     for algo, cells in agg.items():
         row = [f"{100 * cells[d]['ood'][0]:.1f} ± {100 * cells[d]['ood'][1]:.1f}" if d in cells else "-"
                for d in domains]
         avg = cells["avg"]["ood"]
         ind = statistics.fmean(cells[d]["in"][0] for d in domains if d in cells)
-        lines.append(f"| {algo} | " + " | ".join(row) + f" | {100 * avg[0]:.1f} ± {100 * avg[1]:.1f} | {100 * ind:.1f} |")
+        ious = [cells[d]["masker_iou"][0] for d in domains if d in cells and cells[d]["masker_iou"][2]]
+        iou = f"{statistics.fmean(ious):.3f}" if ious else "-"
+        lines.append(f"| {algo} | " + " | ".join(row)
+                     + f" | {100 * avg[0]:.1f} ± {100 * avg[1]:.1f} | {100 * ind:.1f} | {iou} |")
     return "\n".join(lines) + "\n"
 
 
