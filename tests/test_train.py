@@ -87,6 +87,14 @@ def test_records_newer_than_the_checkpoint_are_dropped_on_resume(tiny_synth, tmp
     assert [r["step"] for r in _records(run)] == [4, 8]
 
 
+def test_more_steps_continue_a_finished_run(tiny_synth, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_synth, run, steps=4)).run()
+    summary = Trainer(tiny_config(tiny_synth, run, steps=8)).run()
+    assert [r["step"] for r in _records(run)] == [4, 8] and summary["steps"] == 8
+    assert (run / "done").exists()
+
+
 def test_resume_with_another_config_is_refused(tiny_synth, tmp_path):
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_synth, run, steps=4)).run()

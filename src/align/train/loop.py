@@ -240,6 +240,7 @@ class Trainer:
         if self.resuming and rd.done and rd.read_json("summary.json").get("steps") == cfg.steps:
             return rd.read_json("summary.json")
         self._write_run_files()
+        (rd.path / "done").unlink(missing_ok=True)  # training further (more steps): not done yet
         start, best_val, records = self._restore()
         train_loader, eval_loader = self._loaders(start)
         sums: dict[str, torch.Tensor] = {}
