@@ -70,8 +70,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_synth, tmp_path
         last = _records(full)[-1]
         assert {"masker/dist", "masker/sparsity", "masker/smooth", "ce", "reg", "guide"} <= set(last["losses"])
         assert set(last["eval"]["masker_iou"]) == set(last["acc"])
-    a = io.torch_load(full / "checkpoints" / "last.pt")["algorithm"]
-    b = io.torch_load(part / "checkpoints" / "last.pt")["algorithm"]
+    a = io.load_checkpoint(full / "checkpoints" / "last.pt")["algorithm"]
+    b = io.load_checkpoint(part / "checkpoints" / "last.pt")["algorithm"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -79,9 +79,9 @@ def test_records_newer_than_the_checkpoint_are_dropped_on_resume(tiny_synth, tmp
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_synth, run, steps=8)).run()
     # A crash between a checkpoint and its record (or after a record) must not duplicate lines.
-    state = io.torch_load(run / "checkpoints" / "last.pt")
+    state = io.load_checkpoint(run / "checkpoints" / "last.pt")
     state["step"] = 4
-    io.torch_save(run / "checkpoints" / "last.pt", state)
+    io.save_checkpoint(run / "checkpoints" / "last.pt", state)
     (run / "done").unlink()
     Trainer(tiny_config(tiny_synth, run, steps=8)).run()
     assert [r["step"] for r in _records(run)] == [4, 8]
@@ -115,7 +115,7 @@ def test_nan_loss_stops_with_term_and_step(tiny_synth, tmp_path, monkeypatch):
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLoss, match=r"step 5: loss term\(s\) ce"):
         Trainer(tiny_config(tiny_synth, run)).run()
-    assert io.torch_load(run / "checkpoints" / "last.pt")["step"] == 4  # nothing from the bad state
+    assert io.load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4  # nothing from the bad state
 
 
 @pytest.mark.parametrize("protocol,kw,test_keys", [

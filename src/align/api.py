@@ -80,7 +80,7 @@ def load_run(path: str | Path, checkpoint: str = "best", device: str = "cpu") ->
         num_domains=len(protocol["train_domains"]), hparams=cfg["hparams"],
         pretrained=None, freeze_bn=cfg["freeze_bn"],
     )
-    state = io.torch_load(ckpt_path)
+    state = io.load_checkpoint(ckpt_path)
     algo.load_state_dict(state["algorithm"])
     algo.to(device).eval()
     return Run(Path(path), cfg, dataset["classes"], dataset["domains"], algo, state["step"])

@@ -39,11 +39,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def torch_save(path: str | os.PathLike, obj: Any) -> None:
+def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
     _atomic(path, lambda f: torch.save(obj, f), "wb")
 
 
-def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """Load a checkpoint we wrote; `weights_only=True` so a file cannot run code."""
     return torch.load(path, map_location=map_location, weights_only=True)
 

@@ -22,7 +22,6 @@ import tempfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from types import MappingProxyType
 from typing import Callable
 
 import numpy as np
@@ -34,51 +33,7 @@ from align.io import write_json
 #: Bump whenever the same (config, seed) would give different bytes.
 SYNTH_VERSION = 1
 
-RGB = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class DomainStyle:
-    """How one domain looks. Lengths are fractions of the image side, so styles scale."""
-
-    background: str  # "gradient" | "stripes" | "speckle" | "checker"
-    bg_range: tuple[int, int]  # per-channel range of background colours
-    period_range: tuple[float, float]  # stripe / checker period; unused by other kinds
-    palette: tuple[RGB, ...]  # object colours, drawn independently of the class
-    jitter: int  # +/- per-channel jitter added to the palette colour
-    noise_std: float  # Gaussian pixel noise (0-255 units) over the whole image
-    scale_range: tuple[float, float]  # object circumradius
-
-
-# The palettes are disjoint in lightness/saturation from their own backgrounds so the
-# object always stands out, and none is a pure primary so objects never look like a cue.
-STYLES: MappingProxyType[str, DomainStyle] = MappingProxyType({
-    "photo": DomainStyle(
-        "gradient", (70, 190), (0.0, 0.0),
-        ((235, 125, 35), (125, 55, 170), (25, 150, 135), (235, 120, 170),
-         (35, 45, 120), (130, 80, 40), (150, 200, 60)),
-        20, 3.0, (0.22, 0.34)),
-    "sketch": DomainStyle(
-        "stripes", (225, 250), (0.07, 0.12),
-        ((25, 25, 25), (55, 55, 65), (35, 40, 95), (85, 55, 35), (70, 70, 70)),
-        10, 2.0, (0.18, 0.30)),
-    "noisy": DomainStyle(
-        "speckle", (20, 90), (0.0, 0.0),
-        ((215, 215, 215), (180, 140, 215), (225, 180, 130), (130, 190, 225), (200, 220, 160)),
-        15, 28.0, (0.20, 0.32)),
-    "texture": DomainStyle(
-        "checker", (40, 140), (0.06, 0.16),
-        ((250, 215, 170), (205, 240, 210), (215, 215, 250), (250, 250, 225), (245, 200, 215)),
-        10, 6.0, (0.26, 0.40)),
-})
-
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "star", "ring")
-
-#: Cue colours, saturated so a small CNN finds them at once. K = number of classes.
-CUE_COLORS: tuple[tuple[str, RGB], ...] = (
-    ("red", (255, 0, 0)), ("green", (0, 220, 0)), ("blue", (0, 0, 255)),
-    ("yellow", (255, 230, 0)), ("magenta", (255, 0, 255)), ("cyan", (0, 230, 230)),
-)
+from align.data.synthetic_styles import CUE_COLORS, RGB, SHAPES, STYLES, DomainStyle  # noqa: F401
 
 _PLACE_TRIES = 50  # object re-draws allowed when no room is left for the cue
 _COLOUR_TRIES = 8  # palette draws before settling for the most contrasting one

@@ -217,13 +217,13 @@ class Trainer:
             "best_val": best_val,
             "extra": self.algorithm.extra_state(),
         }
-        io.torch_save(self.run_dir.last_ckpt, state)
+        io.save_checkpoint(self.run_dir.last_ckpt, state)
 
     def _restore(self) -> tuple[int, float, list[dict]]:
         """Load the last checkpoint, if any: (start step, best validation accuracy, records)."""
         if not self.run_dir.last_ckpt.exists():
             return 0, float("-inf"), self.run_dir.truncate_results(-1)
-        state = io.torch_load(self.run_dir.last_ckpt, map_location=self.device)
+        state = io.load_checkpoint(self.run_dir.last_ckpt, map_location=self.device)
         self.algorithm.load_state_dict(state["algorithm"])
         for k, opt in self.algorithm.optimizers().items():
             opt.load_state_dict(state["optimizers"][k])
@@ -263,7 +263,7 @@ class Trainer:
                 val = sum(acc[k] for k in self.protocol.val_keys()) / len(self.protocol.val_keys())
                 if val > best_val:
                     best_val = val
-                    io.torch_save(rd.best_ckpt, {"step": step + 1, "algorithm": self.algorithm.state_dict()})
+                    io.save_checkpoint(rd.best_ckpt, {"step": step + 1, "algorithm": self.algorithm.state_dict()})
                 self._checkpoint(step + 1, best_val)  # checkpoint first, then the record
                 io.append_jsonl(rd.results, record)
                 records.append(record)
