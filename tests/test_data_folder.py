@@ -283,3 +283,12 @@ def test_load_mask_modes(tmp_path):
     assert red.mode == "L" and red.getpixel((0, 0)) == 255
     mf = load_mask(_roundtrip(tmp_path, Image.new("F", (2, 2), 0.25), "f.tiff"))
     assert mf.mode == "F" and mf.getpixel((0, 0)) == pytest.approx(0.25)
+
+
+def test_load_mask_refuses_an_unscaled_boolean_mask(tmp_path):
+    # 0/1 saved as 8-bit reads as at most 1/255: an empty mask the trainer would silently use.
+    path = _roundtrip(tmp_path, Image.fromarray(np.eye(4, dtype=np.uint8)), "bool.png")
+    with pytest.raises(DataError, match=r"bool\.png.*multiplied by 255"):
+        load_mask(path)
+    scaled = _roundtrip(tmp_path, Image.fromarray(np.eye(4, dtype=np.uint8) * 255), "ok.png")
+    assert load_mask(scaled).getextrema() == (0, 255)

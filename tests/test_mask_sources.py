@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from scipy import ndimage
 from skimage.morphology import disk
@@ -89,6 +90,25 @@ def test_load_mask_refuses_unscaled_boolean_masks(tmp_path: Path) -> None:
     Image.fromarray(np.eye(4, dtype=np.uint8)).save(path)  # 0/1 instead of 0/255
     with pytest.raises(ValueError, match="multiplied by 255"):
         load_mask(path)
+
+
+def test_mask_tools_read_masks_as_the_trainer_does(tmp_path: Path) -> None:
+    # A colour annotation counts by its channel maximum (luminance would make pure red 76), and
+    # 16-bit / float masks are scaled, exactly as align.data.decode reads them for training.
+    from align.data.decode import load_mask as train_load_mask
+    from align.data.transforms import mask_to_tensor
+
+    cases = {
+        "red.png": (Image.new("RGB", (2, 2), (255, 0, 0)), 255),
+        "wide.png": (Image.fromarray(np.full((2, 2), 32896, np.uint16)), 128),
+        "float.tiff": (Image.new("F", (2, 2), 0.25), 64),
+    }
+    for name, (im, expected) in cases.items():
+        im.save(tmp_path / name)
+        ours = load_mask(tmp_path / name)
+        assert ours.dtype == np.uint8 and ours.tolist() == [[expected] * 2] * 2, name
+        trained = mask_to_tensor(train_load_mask(tmp_path / name))
+        assert torch.allclose(trained, torch.full_like(trained, expected / 255), atol=1 / 255), name
 
 
 # --- generic segmentation ---------------------------------------------------------------------

@@ -65,9 +65,20 @@ def load_mask(path: str | os.PathLike) -> Image.Image:
     by 65535; "F" is kept as is. Colour masks become "L" by the per-pixel channel maximum, so any
     coloured annotation counts as fully on (luminance would make pure red 0.3). Alpha channels are
     ignored: the mask is the colour/grey content. Palette masks go through their palette colours.
+
+    Raises:
+        DataError: for an 8-bit mask whose only values are 0 and 1. That is almost always a boolean
+            array saved without scaling; read on the 0..255 scale it would be "no object anywhere"
+            and silently train against an empty mask.
     """
     with Image.open(path) as im:
-        return _to_mask(im, path)
+        mask = _to_mask(im, path)
+    if mask.mode == "L" and mask.getextrema()[1] == 1:
+        raise DataError(
+            f"mask {path} only holds the values 0 and 1; masks are read on a 0..255 scale, so "
+            "save them multiplied by 255"
+        )
+    return mask
 
 
 def _to_mask(im: Image.Image, path: str | os.PathLike) -> Image.Image:

@@ -17,9 +17,7 @@ import numpy as np
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-# Modes PIL converts to L meaningfully. 16-bit and float images are refused rather than guessed
-# at, since their value range (0..1? 0..65535?) is a convention we cannot read from the file.
-_CONVERTIBLE_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}
+from align.data import decode
 
 # Depth of an image below the root: <domain>/<class>/<image>.
 LAYOUT_DEPTH = 3
@@ -114,23 +112,16 @@ def match_masks(image_rels: list[str], index: dict[str, Path], root: Path) -> li
 def load_mask(path: str | os.PathLike) -> np.ndarray:
     """Read a mask file as a uint8 array (H, W) with values 0..255.
 
-    Raises for modes without an unambiguous 0..255 reading, and for masks whose only values are
-    0 and 1: that is almost always a boolean array saved without scaling, which would read as
-    "no object anywhere" and silently train against an empty mask.
+    Decoded by :func:`align.data.decode.load_mask`, exactly as training reads masks (colour masks
+    by their channel maximum, 16-bit and float masks scaled), so a mask folder means the same
+    thing to the mask tools as to the trainer; it raises the same errors (e.g. for an unscaled
+    0/1 mask).
     """
-    path = Path(path)
-    with Image.open(path) as im:
-        if im.mode not in _CONVERTIBLE_MODES:
-            raise ValueError(
-                f"mask {path} has mode {im.mode!r}; save masks as 8-bit greyscale (mode L, 0..255)"
-            )
-        arr = np.asarray(im.convert("L"), dtype=np.uint8)
-    if arr.max(initial=0) == 1:
-        raise ValueError(
-            f"mask {path} only holds the values 0 and 1; masks are read on a 0..255 scale, so "
-            "save them multiplied by 255"
-        )
-    return arr
+    mask = decode.load_mask(path)
+    if mask.mode == "F":
+        unit = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
+        return np.rint(unit * 255.0).astype(np.uint8)
+    return np.asarray(mask, dtype=np.uint8)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -140,9 +131,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image as uint8 RGB (H, W, 3); greyscale and alpha images are converted."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    """An image as uint8 RGB (H, W, 3), decoded as training decodes it.
+
+    See :func:`align.data.decode.load_rgb` for how each image mode is converted.
+    """
+    return np.asarray(decode.load_rgb(path), dtype=np.uint8)
 
 
 def to_uint8_mask(mask: np.ndarray) -> np.ndarray:
