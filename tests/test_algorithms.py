@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -107,6 +109,75 @@ def test_masker_step_moves_only_the_masker():
     after = algo.classifier.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # incl. BN running stats
     assert any(not torch.equal(a, b) for a, b in zip(m_before, algo.masker.parameters()))
+
+
+class _HalfMasker(torch.nn.Module):
+    """A fixed masker that keeps the top half of every image."""
+
+    def forward(self, x):
+        m = torch.zeros(x.shape[0], 1, *x.shape[-2:])
+        m[:, :, : x.shape[-2] // 2] = 1
+        return m
+
+
+class _MeanClassifier(torch.nn.Module):
+    """Fixed 3-class logits [0, k * mean(x), 0]: class 1 is more likely the brighter the image."""
+
+    def __init__(self, k=4.0):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        s = self.k * x.mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(s), s, torch.zeros_like(s)], dim=1)
+
+
+def test_masker_objective_known_answer():
+    """L_mask = MSE(p_y(x*M) - p_y(x*(1-M)), 1) + l1 * mean|M| + l2 * TV(M), by hand."""
+    algo = _build("align", sparsity_weight=0.2, smooth_weight=0.05, fill="zero")
+    algo.masker, algo.classifier = _HalfMasker(), _MeanClassifier(k=4.0)
+    x = torch.zeros(2, 3, 8, 8)
+    x[:, :, :4] = 1.0  # the bright half is exactly the half the masker keeps
+    batch = Batch(x=x, y=torch.tensor([1, 1]), domain=torch.zeros(2, dtype=torch.long))
+    terms = algo.masker_losses(batch)
+    # kept image: mean 0.5, logit 2 -> p = e^2 / (e^2 + 2); removed image: all zero -> p = 1/3
+    dist = math.exp(2) / (math.exp(2) + 2) - 1 / 3
+    l_dist = (dist - 1) ** 2
+    sparsity = 0.5  # half the pixels on
+    smooth = 1 / 7  # one change among 7 vertical neighbour pairs per column, none horizontally
+    assert terms["dist"].item() == pytest.approx(l_dist, rel=1e-6)
+    assert terms["sparsity"].item() == pytest.approx(sparsity)
+    assert terms["smooth"].item() == pytest.approx(smooth, rel=1e-6)
+    assert terms["loss"].item() == pytest.approx(l_dist + 0.2 * sparsity + 0.05 * smooth, rel=1e-6)
+
+
+def test_masker_learns_the_region_a_fixed_classifier_uses():
+    """With no annotation, L_mask alone drives the masker onto the evidence the classifier reads.
+
+    The classifier decides from the top-left quadrant only (its sign); everything else is noise
+    it ignores. After masker-only steps the mask should cover that quadrant and little else.
+    """
+
+    class QuadrantClassifier(torch.nn.Module):
+        def forward(self, x):
+            s = 6.0 * x[:, 0, :16, :16].mean(dim=(1, 2))
+            return torch.stack([-s, s, torch.zeros_like(s)], dim=1)
+
+    algo = _build("align", warmup_steps=0, masker_warmup_steps=10_000, masker_lr=1e-2)
+    algo.optimizers()  # built before the swap: only the masker's is stepped in masker phases
+    algo.classifier = QuadrantClassifier()
+    g = torch.Generator().manual_seed(0)
+    quadrant = torch.zeros(32, 32, dtype=torch.bool)
+    quadrant[:16, :16] = True
+    for step in range(150):
+        y = torch.randint(0, 2, (32,), generator=g)
+        x = torch.randn(32, 3, 32, 32, generator=g)
+        x[:, :, :16, :16] = (2.0 * y - 1.0)[:, None, None, None] + 0.3 * x[:, :, :16, :16]
+        train_step(algo, Batch(x=x, y=y, domain=torch.zeros(32, dtype=torch.long)), step)
+    with torch.no_grad():
+        m = algo.masker(x)[:, 0]  # [B, H, W]
+    inside, outside = m[:, quadrant].mean().item(), m[:, ~quadrant].mean().item()
+    assert inside > 0.7 and outside < 0.3, (inside, outside)
 
 
 def test_masker_iou_eval_term_known_answer():
