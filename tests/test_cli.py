@@ -65,6 +65,23 @@ def test_train_end_to_end_from_the_cli(tmp_path, tiny_synth):
     assert "texture" in res.output and "test" in res.output
 
 
+def test_train_align_from_the_cli_with_hparams_in_the_config(tmp_path, tiny_synth):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("backbone: smallcnn\npretrained: null\nimage_size: 32\nbatch_size: 4\n"
+                   "eval_every: 3\nnum_workers: 0\n"
+                   "hparams: {warmup_steps: 1, masker_warmup_steps: 1, fill: blur}\n")
+    out = tmp_path / "r"
+    argv = ["train", "--data", str(tiny_synth / "images"), "--masks", str(tiny_synth / "masks"),
+            "--algorithm", "align", "--test-domains", "texture", "sketch",
+            "--steps", "3", "--seed", "0", "--out", str(out), "--config", str(cfg)]
+    res = runner.invoke(app, expand_multi(argv))  # as the `align` entry point does
+    assert res.exit_code == 0, res.output
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["hparams"]["fill"] == "blur" and resolved["test_domains"] == ["texture", "sketch"]
+    record = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
+    assert "masker/dist" in record["losses"] and "masker_iou" in record["eval"]
+
+
 def test_synth_bad_value(tmp_path):
     res = runner.invoke(app, ["synth", "--out", str(tmp_path / "s"), "--cue-strength", "2"])
     assert res.exit_code == 2 and "cue_strength" in _text(res)

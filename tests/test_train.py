@@ -118,17 +118,34 @@ def test_nan_loss_stops_with_term_and_step(tiny_synth, tmp_path, monkeypatch):
     assert io.load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4  # nothing from the bad state
 
 
+@pytest.mark.parametrize("algorithm,hparams", [("erm", {"lr": 1e-3}), ("align", ALIGN_FAST)])
 @pytest.mark.parametrize("protocol,kw,test_keys", [
     ("single_source", {"train_domains": ["photo"], "test_domains": []},
      ["noisy_in", "sketch_in", "texture_in"]),
     ("in_distribution", {"test_domains": []}, ["noisy_out", "photo_out", "sketch_out", "texture_out"]),
 ])
-def test_other_protocols(tiny_synth, tmp_path, protocol, kw, test_keys):
+def test_other_protocols(tiny_synth, tmp_path, protocol, kw, test_keys, algorithm, hparams):
     run = tmp_path / protocol
-    Trainer(tiny_config(tiny_synth, run, protocol=protocol, steps=4, **kw)).run()
+    steps = 8 if algorithm == "align" else 4  # past ALIGN's warm-ups: both phases run
+    Trainer(tiny_config(tiny_synth, run, protocol=protocol, steps=steps, eval_every=4,
+                        algorithm=algorithm, hparams=hparams, **kw)).run()
     proto = json.loads((run / "protocol.json").read_text())
     assert proto["test_keys"] == test_keys
-    assert set(test_keys) <= set(_records(run)[-1]["acc"])
+    last = _records(run)[-1]
+    assert set(test_keys) <= set(last["acc"])
+    if algorithm == "align":
+        assert {"masker/dist", "guide"} <= set(last["losses"])
+        assert set(last["eval"]["masker_iou"]) == set(last["acc"])
+
+
+def test_align_on_a_dataset_without_masks(tiny_synth, tmp_path):
+    """The masker needs no annotation: ALIGN trains on images alone, with no IoU to report."""
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_synth, run, masks=None, algorithm="align", steps=8,
+                        hparams=ALIGN_FAST)).run()
+    last = _records(run)[-1]
+    assert {"masker/dist", "masker/sparsity", "guide", "reg"} <= set(last["losses"])
+    assert "masker_iou" not in last["eval"]
 
 
 def test_in_distribution_validation_split_is_disjoint_from_train_and_test(tiny_synth, tmp_path):
