@@ -18,6 +18,7 @@ from align.explain.gradcam import (
     gradcam_from_features,
     normalize_cam,
 )
+from align.models import BACKBONES, Classifier, build_backbone
 
 
 def _captum():
@@ -411,3 +412,18 @@ def test_any_model_with_cam_layer_and_default_layer_errors():
     assert explainer(torch.randn(2, 3, 8, 8)).shape == (2, 1, 8, 8)
     with pytest.raises(ValueError, match=r"Sequential.*layer="):
         default_cam_layer(nn.Sequential(nn.Conv2d(3, 3, 1)))
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_registered_backbone_hook_path_equals_training_path(name):
+    """`gradcam` (hook on the default layer) and the losses' `gradcam_from_features` (the features
+    the classifier returns) give the same maps for every backbone in the registry."""
+    torch.manual_seed(0)
+    model = Classifier(build_backbone(name, pretrained=None), 3).eval()
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([0, 2])
+    hooked = gradcam(model, default_cam_layer(model), x, y, upsample=True)
+    logits, feats = model.forward_with_features(x)
+    direct = gradcam_from_features(feats, logits, y, upsample=(64, 64))
+    assert hooked.shape == (2, 1, 64, 64)
+    torch.testing.assert_close(hooked, direct, atol=1e-5, rtol=1e-5)
+    assert (hooked.flatten(1).amax(1) > 0).all()  # a real map, not the all-zero fallback
