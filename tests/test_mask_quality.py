@@ -2,28 +2,55 @@
 
 import json
 
+import pytest
+from typer.testing import CliRunner
+
+from align.cli import app
 from align.experiments.mask_quality import run_mask_quality
 
 
-def test_mask_quality_experiment_writes_table_and_plot(tmp_path, tiny_synth, monkeypatch):
+@pytest.fixture
+def tiny_settings(monkeypatch):
+    """Shrink the quickstart settings the experiment shares, for these tests only."""
     from align import quickstart
 
-    # tiny images: shrink the shared settings for this test only
     monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, "image_size", 32)
     monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, "batch_size", 4)
     monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, "eval_every", 2)
     monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, "num_workers", 0)
+
+
+def test_mask_quality_experiment_writes_table_and_plot(tmp_path, tiny_synth, tiny_settings):
     res = run_mask_quality(tmp_path, method="gradia", seeds=[0], test_domains=["texture"],
                            levels=[1.0, 0.7], steps=2, data=tiny_synth)
     assert list(res) == ["ground truth", "dilate@0.7", "generic segmentation", "ERM", "ALIGN"]
     assert res["ground truth"]["mask_iou"] == 1.0
     assert abs(res["dilate@0.7"]["mask_iou"] - 0.7) < 0.05
     assert res["ERM"]["mask_iou"] is None
-    for name in ("mask_quality.md", "mask_quality.csv", "mask_quality.png", "mask_quality.pdf"):
-        assert (tmp_path / name).stat().st_size > 0
-    saved = json.loads((tmp_path / "mask_quality.json").read_text())
+    for ext in ("md", "csv", "png", "pdf"):
+        assert (tmp_path / f"mask_quality_gradia.{ext}").stat().st_size > 0
+    assert not list(tmp_path.glob(".*.tmp.*"))  # plots written atomically
+    saved = json.loads((tmp_path / "mask_quality_gradia.json").read_text())
     assert saved["result"]["ground truth"]["ood"]["n"] == 1
     # the GRADIA runs were supervised with the degraded folder
     cfg = json.loads((tmp_path / "runs" / "gradia-dilate_0.7" / "test-texture" / "seed0" / "config.json").read_text())
     assert cfg["algorithm"] == "gradia" and cfg["masks"].endswith("dilate_0.7")
     assert (tmp_path / "runs" / "erm" / "test-texture" / "seed0" / "done").exists()
+
+
+def test_align_as_the_method_replaces_its_masker_by_the_masks(tmp_path, tiny_synth, tiny_settings):
+    res = run_mask_quality(tmp_path, method="align", seeds=[0], test_domains=["texture"],
+                           levels=[1.0], steps=2, data=tiny_synth)
+    runs = tmp_path / "runs"
+    fixed = json.loads((runs / "align-ground_truth" / "test-texture" / "seed0" / "config.json").read_text())
+    assert fixed["hparams"]["guidance"] == "fixed" and fixed["masks"].endswith("gt")
+    # the reference ALIGN run keeps its masker, so `--out` can share benchmark/'s runs
+    ref = json.loads((runs / "align" / "test-texture" / "seed0" / "config.json").read_text())
+    assert ref["hparams"].get("guidance", "masker") == "masker"
+    assert res["ground truth"]["algorithm"] == "align" and (tmp_path / "mask_quality_align.md").exists()
+
+
+def test_a_method_that_ignores_masks_is_refused(tmp_path):
+    res = CliRunner().invoke(app, ["mask-quality", "--out", str(tmp_path / "mq"), "--method", "erm"])
+    assert res.exit_code == 2 and "does not learn from masks" in res.output
+    assert not (tmp_path / "mq").exists()  # refused before anything is written

@@ -156,7 +156,8 @@ def masks(
 @app.command("mask-quality")
 def mask_quality(
     out: Annotated[Path, typer.Option(help="Folder for data, masks, runs, table and plot.")] = Path("mask_quality"),
-    method: Annotated[str, typer.Option(help="Mask-supervised algorithm.")] = "gradia",
+    method: Annotated[str, typer.Option(
+        help="Mask-supervised algorithm; align = ALIGN with the masks in place of its masker.")] = "gradia",
     seeds: Annotated[Optional[list[int]], typer.Option(help="Seeds.")] = None,
     test_domains: Annotated[Optional[list[str]], typer.Option(help="Held-out domains (default: all).")] = None,
     levels: Annotated[Optional[list[float]], typer.Option(help="Target mask IoUs (1 = ground truth).")] = None,
@@ -164,14 +165,19 @@ def mask_quality(
     steps: Annotated[Optional[int], typer.Option(help="Steps per run (default: the quickstart's).")] = None,
 ) -> None:
     """Mask-supervised training with masks of decreasing quality vs ERM and ALIGN (synthetic)."""
-    from .experiments.mask_quality import run_mask_quality
+    from .experiments.mask_quality import check_method, output_stem, run_mask_quality
 
     if method not in ALGORITHMS:
         _fail(KeyError(f"unknown algorithm {method!r}; choose from {', '.join(ALGORITHMS.names())}"))
+    try:
+        check_method(method)
+    except ValueError as e:
+        _fail(e)
     run_mask_quality(out, method=method, seeds=seeds or [0, 1, 2], test_domains=test_domains,
-                              levels=levels or [1.0, 0.9, 0.8], kind=kind, steps=steps, console=console)
-    console.print((out / "mask_quality.md").read_text())
-    console.print(f"plot: {out / 'mask_quality.png'}")
+                     levels=levels or [1.0, 0.9, 0.8], kind=kind, steps=steps, console=console)
+    stem = output_stem(method)
+    console.print((out / f"{stem}.md").read_text())
+    console.print(f"plot: {out / f'{stem}.png'}")
 
 
 from .metrics.explanations import EXPLAINERS as _EXPLAINERS  # noqa: E402  (evaluate's choices)

@@ -4,8 +4,13 @@ Mask-supervised training (GRADIA by default) with masks of decreasing quality �
 (IoU 1.0), ground truth dilated to target IoUs (dilation mimics the paper's SAM masks that take in
 the object's surroundings), and the task-blind generic segmentation — against ERM and ALIGN as
 reference lines. Quickstart settings, leave-one-domain-out, several seeds. Writes
-`mask_quality.md`, `mask_quality.csv`, `mask_quality.json` and a plot (`mask_quality.png/pdf`)
-of out-of-domain accuracy against mask IoU. Runs resume; mask folders are built once (cached).
+`mask_quality_<method>.md`, `.csv`, `.json` and a plot (`.png`, `.pdf`) of out-of-domain accuracy
+against mask IoU. Runs resume; mask folders are built once (cached).
+
+Any algorithm that learns from masks can be the method. ``align`` means ALIGN with the external
+masks in place of its masker (``guidance: fixed``, the paper's m-SAM ablation with masks of a
+chosen quality): its ground-truth row says what ALIGN's classifier objective does with perfect
+masks, which separates the objective from the quality of the masker's masks.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .. import io
+from ..algorithms import build_algorithm
 from ..config import TrainConfig
 from ..masks import build_mask_folder, read_record
 from ..quickstart import QUICKSTART_SETTINGS, ensure_data, quickstart_hparams
@@ -39,6 +45,26 @@ def build_masks(data: Path, out: Path, levels: list[float], kind: str) -> dict[s
     return folders
 
 
+#: Hyperparameters that make an algorithm learn from the external masks of the experiment.
+SUPERVISED_HPARAMS: dict[str, dict] = {"align": {"guidance": "fixed"}}
+
+
+def check_method(method: str) -> None:
+    """Refuse an algorithm that would ignore the masks (the experiment would be meaningless)."""
+    algo = build_algorithm(method, backbone="smallcnn", num_classes=2, num_domains=1,
+                           hparams=SUPERVISED_HPARAMS.get(method, {}))
+    if not algo.needs_masks:
+        raise ValueError(
+            f"algorithm {method!r} does not learn from masks, so mask quality cannot affect it; "
+            "choose a mask-supervised one (e.g. gradia, haics, rrr, res_g, align)"
+        )
+
+
+def output_stem(method: str) -> str:
+    """Base name of the experiment's table, data and plot for one method."""
+    return f"mask_quality_{method}"
+
+
 def _run_folder(label: str, algorithm: str, supervised: bool) -> str:
     """`gradia-dilate_0.9` for mask-supervised runs; the bare algorithm name for the references,
     so that `--out` shared with `align benchmark` reuses its ERM and ALIGN runs (same configs)."""
@@ -48,12 +74,14 @@ def _run_folder(label: str, algorithm: str, supervised: bool) -> str:
 
 
 def _config(data: Path, masks: Path, out: Path, algorithm: str, domain: str, seed: int,
-            steps: int) -> TrainConfig:
+            steps: int, supervised: bool) -> TrainConfig:
     settings = {**QUICKSTART_SETTINGS, "steps": steps}
+    hparams = quickstart_hparams(algorithm, steps)
+    if supervised:
+        hparams.update(SUPERVISED_HPARAMS.get(algorithm, {}))
     return TrainConfig(
         data=str(data / "images"), masks=str(masks), out=str(out), algorithm=algorithm,
-        protocol="lodo", test_domains=[domain], seed=seed,
-        hparams=quickstart_hparams(algorithm, steps), **settings,
+        protocol="lodo", test_domains=[domain], seed=seed, hparams=hparams, **settings,
     )
 
 
@@ -77,6 +105,7 @@ def run_mask_quality(out: Path, *, method: str = "gradia", seeds: list[int] = (0
     from ..train.loop import Trainer
     from ..ui import progress_bar
 
+    check_method(method)
     console = console or Console()
     out = Path(out)
     steps = steps or QUICKSTART_SETTINGS["steps"]
@@ -91,8 +120,9 @@ def run_mask_quality(out: Path, *, method: str = "gradia", seeds: list[int] = (0
         accs = []
         for d in domains:
             for s in seeds:
-                run = out / "runs" / _run_folder(label, algo, label in folders) / f"test-{d}" / f"seed{s}"
-                cfg = _config(data, masks, run, algo, d, s, steps)
+                supervised = label in folders
+                run = out / "runs" / _run_folder(label, algo, supervised) / f"test-{d}" / f"seed{s}"
+                cfg = _config(data, masks, run, algo, d, s, steps, supervised)
                 with progress_bar(cfg.steps, f"{label} {d} seed {s}", console) as prog:
                     Trainer(cfg, prog).run()
                 accs.append(_ood(run))
@@ -112,10 +142,11 @@ def write_outputs(out: Path, result: dict, method: str, domains: list[str], seed
         lines.append(f"| {label} | {r['algorithm']} | {iou} | {100 * o['mean']:.1f} ± {100 * o['std']:.1f} |")
         csv.append(f"{label},{r['algorithm']},{'' if r['mask_iou'] is None else r['mask_iou']},"
                    f"{o['mean']:.6f},{o['std']:.6f},{o['n']}")
-    io.write_text(out / "mask_quality.md", "\n".join(lines) + "\n")
-    io.write_text(out / "mask_quality.csv", "\n".join(csv) + "\n")
-    io.write_json(out / "mask_quality.json", {"method": method, "domains": domains, "seeds": seeds,
-                                              "result": result})
+    stem = output_stem(method)
+    io.write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
+    io.write_text(out / f"{stem}.csv", "\n".join(csv) + "\n")
+    io.write_json(out / f"{stem}.json",
+                  {"method": method, "domains": domains, "seeds": seeds, "result": result})
     plot(out, result, method)
 
 
@@ -142,8 +173,9 @@ def plot(out: Path, result: dict, method: str) -> None:
     ax.set_title("Guidance from masks of decreasing quality (synthetic)")
     ax.legend(fontsize=7)
     fig.tight_layout()
+    stem = output_stem(method)
     for ext in ("png", "pdf"):
-        tmp = out / f".mask_quality.tmp.{ext}"
+        tmp = out / f".{stem}.tmp.{ext}"
         fig.savefig(tmp, dpi=150)
-        tmp.replace(out / f"mask_quality.{ext}")
+        tmp.replace(out / f"{stem}.{ext}")
     plt.close(fig)
