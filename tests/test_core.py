@@ -1,8 +1,10 @@
 """Registry, hyperparameters, config files, protocols, model selection, atomic io."""
 
 import json
+import stat
 
 import pytest
+import torch
 
 from align import io
 from align.config import make_config, read_config_file
@@ -94,3 +96,15 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         io.write_json(target, {"a": Boom()})
     assert json.loads(target.read_text()) == {"a": 1}  # old content intact
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    expected = stat.S_IMODE(plain.stat().st_mode)  # e.g. 0o644 under umask 022
+    if expected == 0o600:
+        pytest.skip("umask 077: a private temp file would look the same")
+    io.write_text(tmp_path / "a.txt", "x")
+    io.save_checkpoint(tmp_path / "c.pt", {"w": torch.zeros(1)})
+    for name in ("a.txt", "c.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name

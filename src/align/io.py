@@ -11,12 +11,25 @@ from typing import Any, Callable
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: querying the umask means setting it, which is not thread-safe.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
+            # mkstemp creates the file private (0600); give it the permissions a plain open()
+            # would, so results written to a shared cluster folder stay readable by the group.
+            os.fchmod(f.fileno(), _FILE_MODE)
             write(f)
             f.flush()
             os.fsync(f.fileno())
