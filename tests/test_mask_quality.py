@@ -31,6 +31,9 @@ def test_mask_quality_experiment_writes_table_and_plot(tmp_path, tiny_synth, tin
         assert (tmp_path / f"mask_quality_gradia.{ext}").stat().st_size > 0
     assert not list(tmp_path.glob(".*.tmp.*"))  # plots written atomically
     saved = json.loads((tmp_path / "mask_quality_gradia.json").read_text())
+    assert set(saved["result"]["ground truth"]["paired"]) == {"ERM", "ALIGN"}
+    assert set(saved["result"]["ERM"]["paired"]) == {"ALIGN"}  # never paired with itself
+    assert "paired vs ALIGN" in (tmp_path / "mask_quality_gradia.md").read_text()
     assert saved["result"]["ground truth"]["ood"]["n"] == 1
     # the GRADIA runs were supervised with the degraded folder
     cfg = json.loads((tmp_path / "runs" / "gradia-dilate_0.7" / "test-texture" / "seed0" / "config.json").read_text())
@@ -54,3 +57,15 @@ def test_a_method_that_ignores_masks_is_refused(tmp_path):
     res = CliRunner().invoke(app, ["mask-quality", "--out", str(tmp_path / "mq"), "--method", "erm"])
     assert res.exit_code == 2 and "does not learn from masks" in res.output
     assert not (tmp_path / "mq").exists()  # refused before anything is written
+
+
+def test_paired_difference_known_answer():
+    from align.experiments.mask_quality import paired_difference
+
+    runs = {"a/seed0": 0.30, "a/seed1": 0.40, "b/seed0": 0.20, "only-here": 0.9}
+    ref = {"a/seed0": 0.25, "a/seed1": 0.30, "b/seed0": 0.30, "only-there": 0.1}
+    got = paired_difference(runs, ref)  # pairs: +0.05, +0.10, -0.10
+    assert got["n"] == 3 and got["higher"] == 2
+    assert got["mean"] == pytest.approx(0.05 / 3)
+    # squared deviations from the mean 1/60 sum to 0.065/3; sample std / sqrt(3) is the s.e.
+    assert got["se"] == pytest.approx(((0.065 / 3) / 2) ** 0.5 / 3 ** 0.5)

@@ -117,7 +117,7 @@ def run_mask_quality(out: Path, *, method: str = "gradia", seeds: list[int] = (0
     jobs += [("ERM", "erm", data / "masks"), ("ALIGN", "align", data / "masks")]
     result: dict = {}
     for label, algo, masks in jobs:
-        accs = []
+        per_run = {}
         for d in domains:
             for s in seeds:
                 supervised = label in folders
@@ -125,23 +125,52 @@ def run_mask_quality(out: Path, *, method: str = "gradia", seeds: list[int] = (0
                 cfg = _config(data, masks, run, algo, d, s, steps, supervised)
                 with progress_bar(cfg.steps, f"{label} {d} seed {s}", console) as prog:
                     Trainer(cfg, prog).run()
-                accs.append(_ood(run))
+                per_run[f"{d}/seed{s}"] = _ood(run)
         iou = folders[label][1] if label in folders else None
-        result[label] = {"algorithm": algo, "mask_iou": iou, "ood": _stats(accs)}
+        result[label] = {"algorithm": algo, "mask_iou": iou, "ood": _stats(list(per_run.values())),
+                         "per_run": per_run}
+    for label, r in result.items():
+        r["paired"] = {ref: paired_difference(r["per_run"], result[ref]["per_run"])
+                       for ref in ("ERM", "ALIGN") if ref != label}
     write_outputs(out, result, method, domains, list(seeds))
     return result
 
 
+def paired_difference(runs: dict[str, float], reference: dict[str, float]) -> dict:
+    """`runs - reference` over the (held-out domain, seed) pairs both have.
+
+    Pairing removes what the two share: how hard the held-out domain is and, through the seed,
+    the split and data order. Returns the mean difference, its standard error and how many
+    pairs favour `runs`.
+    """
+    diffs = [runs[k] - reference[k] for k in runs if k in reference]
+    if not diffs:
+        return {"mean": float("nan"), "se": float("nan"), "higher": 0, "n": 0}
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+    return {"mean": statistics.fmean(diffs), "se": se,
+            "higher": sum(x > 0 for x in diffs), "n": len(diffs)}
+
+
+def _paired_cell(p: dict | None) -> str:
+    if p is None or not p["n"]:
+        return "-"
+    return f"{100 * p['mean']:+.1f} (s.e. {100 * p['se']:.1f}; {p['higher']}/{p['n']} higher)"
+
+
 def write_outputs(out: Path, result: dict, method: str, domains: list[str], seeds: list[int]) -> None:
-    head = f"| guidance | algorithm | mask IoU | OOD accuracy % (mean ± std over {len(seeds)} seeds x {len(domains)} held-out domains) |"
-    lines = [head, "|---|---|---|---|"]
-    csv = ["guidance,algorithm,mask_iou,ood_mean,ood_std,n"]
+    head = (f"| guidance | algorithm | mask IoU | OOD accuracy % (mean ± std over {len(seeds)} seeds "
+            f"x {len(domains)} held-out domains) | paired vs ERM | paired vs ALIGN |")
+    lines = [head, "|---|---|---|---|---|---|"]
+    csv = ["guidance,algorithm,mask_iou,ood_mean,ood_std,n,vs_erm_mean,vs_erm_se,vs_align_mean,vs_align_se"]
     for label, r in result.items():
         iou = "-" if r["mask_iou"] is None else f"{r['mask_iou']:.3f}"
-        o = r["ood"]
-        lines.append(f"| {label} | {r['algorithm']} | {iou} | {100 * o['mean']:.1f} ± {100 * o['std']:.1f} |")
+        o, paired = r["ood"], r.get("paired", {})
+        erm, aln = paired.get("ERM"), paired.get("ALIGN")
+        lines.append(f"| {label} | {r['algorithm']} | {iou} | {100 * o['mean']:.1f} ± {100 * o['std']:.1f} "
+                     f"| {_paired_cell(erm)} | {_paired_cell(aln)} |")
+        ref_cols = [f"{p['mean']:.6f},{p['se']:.6f}" if p else "," for p in (erm, aln)]
         csv.append(f"{label},{r['algorithm']},{'' if r['mask_iou'] is None else r['mask_iou']},"
-                   f"{o['mean']:.6f},{o['std']:.6f},{o['n']}")
+                   f"{o['mean']:.6f},{o['std']:.6f},{o['n']}," + ",".join(ref_cols))
     stem = output_stem(method)
     io.write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
     io.write_text(out / f"{stem}.csv", "\n".join(csv) + "\n")
@@ -159,10 +188,13 @@ def plot(out: Path, result: dict, method: str) -> None:
     pts = sorted((r["mask_iou"], r["ood"]["mean"], r["ood"]["std"], k)
                  for k, r in result.items() if r["mask_iou"] is not None)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    what = "ALIGN's objective (masker replaced)" if method == "align" else method
     ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts],
-                marker="o", capsize=3, label=f"{method} with masks of this IoU")
-    for x, y, _, k in pts:
-        ax.annotate(k, (x, 100 * y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                marker="o", capsize=3, label=f"{what} with masks of this IoU")
+    for i, (x, y, _, k) in enumerate(pts):
+        # Alternate above / below: neighbouring IoUs are close enough for labels to collide.
+        ax.annotate(k, (x, 100 * y), textcoords="offset points", xytext=(4, 6 if i % 2 else -11),
+                    fontsize=7)
     for name, style in (("ERM", "--"), ("ALIGN", "-")):
         if name in result:
             m, s = 100 * result[name]["ood"]["mean"], 100 * result[name]["ood"]["std"]
