@@ -82,6 +82,24 @@ def test_train_align_from_the_cli_with_hparams_in_the_config(tmp_path, tiny_synt
     assert "masker/dist" in record["losses"] and "masker_iou" in record["eval"]
 
 
+def test_evaluate_named_against_cue_masks_with_chosen_metrics(tmp_path, tiny_synth):
+    from align.train.loop import Trainer
+    from conftest import tiny_config
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_synth, run, steps=2, eval_every=2)).run()
+    argv = ["evaluate", str(run), "--masks", str(tiny_synth / "cues"), "--name", "cue",
+            "--metrics", "pointing_game", "energy_pointing_game", "--max-batches", "1",
+            "--batch-size", "8"]
+    res = runner.invoke(app, expand_multi(argv))
+    assert res.exit_code == 0, res.output
+    record = json.loads((run / "evaluation-cue.json").read_text())
+    assert record["config"]["metrics"] == ["pointing_game", "energy_pointing_game"]
+    assert "evaluation-cue" in res.output and not (run / "evaluation.json").exists()
+    bad = runner.invoke(app, ["evaluate", str(run), "--metrics", "accuracy"])
+    assert bad.exit_code == 2 and "accuracy" in bad.output
+
+
 def test_synth_bad_value(tmp_path):
     res = runner.invoke(app, ["synth", "--out", str(tmp_path / "s"), "--cue-strength", "2"])
     assert res.exit_code == 2 and "cue_strength" in _text(res)

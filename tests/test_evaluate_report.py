@@ -175,6 +175,33 @@ def test_max_batches_takes_the_same_images_whatever_the_batch_size(runs, tmp_pat
             assert m["mean"] == pytest.approx(small["splits"][key]["metrics"][name]["mean"], abs=1e-6)
 
 
+def test_named_evaluation_against_the_cue_masks(runs, tiny_synth, tmp_path):
+    """Scoring the same run against another mask root goes to its own file, and never reuses an
+    evaluation made against other masks."""
+    run = tmp_path / "align"
+    shutil.copytree(runs["align"], run)
+    main = _json(run / EVALUATION_FILE)
+    loc = ["iou", "pointing_game", "energy_pointing_game"]
+    kw = dict(batch_size=8, max_batches=1, metrics=loc)
+    cue = evaluate_run(run, masks=tiny_synth / "cues", name="cue", **kw)
+    assert (run / "evaluation-cue.json").is_file() and _json(run / EVALUATION_FILE) == main
+    assert cue["config"]["masks"].endswith("cues") and main["config"]["masks"].endswith("masks")
+    obj = evaluate_run(run, masks=tiny_synth / "masks", name="object", **kw)
+    for key, split in cue["splits"].items():
+        n = split["n"]
+        assert obj["splits"][key]["n"] == n  # the same images, scored against disjoint masks
+        # Object and cue never overlap, so per image the CAM energy inside each adds up to <= 1.
+        both = (split["metrics"]["energy_pointing_game"]["mean"]
+                + obj["splits"][key]["metrics"]["energy_pointing_game"]["mean"])
+        assert both <= 1 + 1e-6
+        assert split["extras"]["masker_iou"]["mean"] != obj["splits"][key]["extras"]["masker_iou"]["mean"]
+    # The main file asked for with other masks is recomputed, not returned stale.
+    again = evaluate_run(run, masks=tiny_synth / "cues", **kw)
+    assert again["config"]["masks"].endswith("cues")
+    with pytest.raises(ValueError, match="evaluation name"):
+        evaluate_run(run, name="../x")
+
+
 def test_evaluate_errors_name_the_problem(runs, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         evaluate_run(tmp_path / "nowhere")

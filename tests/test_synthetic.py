@@ -220,6 +220,12 @@ def test_layout_counts_and_round_trip(tmp_path):
                     arr = np.asarray(m)
                     assert m.mode == "L" and set(np.unique(arr)) == {0, 255}
                     assert np.array_equal(arr == 255, mask)
+                scene = synth.render_scene(SMALL, 3, d, int(path.stem))
+                with Image.open(out / "cues" / domain / k / path.name) as c:
+                    cue = np.asarray(c) == 255
+                # exactly the cue square the scene drew: its side, off the object
+                assert np.array_equal(cue, _cue_mask(scene)) and cue.sum() == SMALL.cue_px ** 2
+                assert not (cue & mask).any()
 
 
 def test_classes_stay_balanced_when_n_does_not_divide(tmp_path):
@@ -346,3 +352,13 @@ def test_bad_seed_or_index_is_refused(tmp_path):
     with pytest.raises(TypeError, match="SynthConfig"):
         generate(tmp_path / "s", {"size": 32})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_generated_folder_has_the_permissions_of_a_plain_mkdir(tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    expected = plain.stat().st_mode & 0o777  # e.g. 0o755 under umask 022
+    if expected == 0o700:
+        pytest.skip("umask 077: a private temp folder would look the same")
+    out = generate(tmp_path / "synth", SMALL, seed=0)
+    assert out.stat().st_mode & 0o777 == expected  # not mkdtemp's 0o700

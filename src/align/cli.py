@@ -196,24 +196,33 @@ def evaluate(
     data: Annotated[Optional[Path], typer.Option(help="Image root, if it moved since training.")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Mask root, if it moved since training.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Recompute an existing evaluation.json.")] = False,
+    metrics: Annotated[Optional[list[str]], typer.Option(
+        help="Metrics to compute (default: all that the masks allow).")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        help="Write evaluation-NAME.json instead (e.g. scores against other --masks).")] = None,
 ) -> None:
     """Accuracy and explanation metrics on every test split; writes RUN_DIR/evaluation.json
     (resumable: finished splits of an interrupted evaluation are kept)."""
     from rich.table import Table
 
     from .data.folder import DataError
-    from .evaluate import evaluate_run
+    from .evaluate import evaluate_run, evaluation_files
+    from .metrics import METRICS
     from .ui import eval_progress_bar
 
     try:
         _EXPLAINERS.get(explainer), _SUBSTRATES.get(substrate)  # before drawing the bar
+        for metric in metrics or []:
+            METRICS.get(metric)
+        out_name = evaluation_files(name)[0]
         if checkpoint not in ("best", "last"):
             raise ValueError(f"--checkpoint must be best or last, got {checkpoint!r}")
         with eval_progress_bar(f"evaluate {run_dir}", console) as prog:
             record = evaluate_run(run_dir, checkpoint=checkpoint, explainer=explainer,
                                   substrate=substrate, max_batches=max_batches,
                                   batch_size=batch_size, device=device, progress=prog,
-                                  data=data, masks=masks, overwrite=overwrite)
+                                  data=data, masks=masks, overwrite=overwrite,
+                                  metrics=metrics, name=name)
     except (ValueError, KeyError, FileNotFoundError, DataError) as e:
         _fail(e)
     splits = record["splits"]
@@ -229,7 +238,7 @@ def evaluate(
     for name, vals in rows.items():
         table.add_row(name, *("-" if v is None else f"{v:.3f}" for v in vals))
     console.print(table)
-    console.print(f"wrote {Path(run_dir) / 'evaluation.json'}")
+    console.print(f"wrote {Path(run_dir) / out_name}")
 
 
 @app.command()
@@ -249,7 +258,7 @@ def report(
     console.print(f"report: {index}")
 
 
-_MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds", "--levels")
+_MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds", "--levels", "--metrics")
 
 
 def expand_multi(argv: list[str]) -> list[str]:

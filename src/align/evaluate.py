@@ -34,7 +34,13 @@ Resumable: after each split the results so far go to `evaluation.partial.json` (
 restart with the same evaluation config (checkpoint step included) skips the finished splits, a
 restart with another config starts over. `evaluation.json` is written last and the partial file
 removed. An existing `evaluation.json` with the same config is returned as is (`overwrite=True`
-recomputes).
+recomputes); the config includes the mask root, so scoring against other masks recomputes.
+
+Named evaluations: `name="cue"` writes `evaluation-cue.json` instead, beside the main one. That is
+how the same run is scored against several mask sets, e.g. the synthetic benchmark's cue masks
+(`evaluate_run(run, masks="data/cues", name="cue", metrics=[...localisation...])`): localisation
+against the cue measures how much an explanation rests on the shortcut. `align report` reads only
+`evaluation.json`.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -64,6 +71,15 @@ RESUMABLE_KEYS = {"device"}
 #: progress(split_key, batches_done, batches_total), called after every batch (totals over all
 #: splits; a resumed split counts as done at once).
 ProgressFn = Callable[[str, int, int], None]
+
+
+def evaluation_files(name: str | None = None) -> tuple[str, str]:
+    """(final, partial) file names of an evaluation: `evaluation.json` or `evaluation-<name>.json`."""
+    if name is None:
+        return EVALUATION_FILE, PARTIAL_FILE
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ValueError(f"evaluation name must be letters, digits, '-' or '_'; got {name!r}")
+    return f"evaluation-{name}.json", f"evaluation-{name}.partial.json"
 
 
 def eval_splits(protocol: dict) -> list[tuple[str, str]]:
@@ -94,6 +110,7 @@ def evaluate_run(
     data: str | Path | None = None,
     masks: str | Path | None = None,
     overwrite: bool = False,
+    name: str | None = None,
 ) -> dict:
     """Evaluate `run_dir`'s `checkpoint` on its test splits; write and return evaluation.json.
 
@@ -111,6 +128,8 @@ def evaluate_run(
         data, masks: image / mask roots when they moved since training (default: config.json's,
             else dataset.json's resolved paths).
         overwrite: recompute even if evaluation.json exists with the same config.
+        name: write `evaluation-<name>.json` instead of `evaluation.json` (e.g. scores against
+            another mask root, kept beside the main evaluation).
     Returns:
         The evaluation record: {"format", "version", "config", "run", "splits": {key: {...}}}.
     """
@@ -118,6 +137,7 @@ def evaluate_run(
     from .metrics import EXPLAINERS, METRICS, SUBSTRATES
 
     rd = RunDir(run_dir)
+    final_name, partial_name = evaluation_files(name)
     EXPLAINERS.get(explainer)  # a KeyError that names the choices, before any work
     SUBSTRATES.get(substrate)
     if max_batches is not None and max_batches < 1:
@@ -132,13 +152,14 @@ def evaluate_run(
         "checkpoint": checkpoint, "step": run.step, "explainer": explainer,
         "substrate": substrate, "metrics": names, "max_batches": max_batches,
         "batch_size": batch_size, "order_seed": ORDER_SEED, "device": device,
+        "masks": None if folder.masks_root is None else str(Path(folder.masks_root).resolve()),
     }
-    final = rd / EVALUATION_FILE
+    final, partial = rd / final_name, rd / partial_name
     if final.is_file() and not overwrite:
         old = _read_json(final)
         if _same_config(old.get("config", {}), config):
             return old
-    done = _resume(rd / PARTIAL_FILE, config)
+    done = _resume(partial, config)
     record = {
         "format": FORMAT, "version": VERSION, "align_version": __version__,
         "config": config,
@@ -147,9 +168,9 @@ def evaluate_run(
         "skipped_metrics": [n for n in (metrics or METRICS.names()) if n not in names],
         "splits": done,
     }
-    _evaluate_splits(rd, run, folder, cfg, protocol, record, names, progress)
+    _evaluate_splits(rd, run, folder, cfg, protocol, record, names, progress, partial)
     io.write_json(final, record)
-    (rd / PARTIAL_FILE).unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
     return record
 
 
@@ -226,7 +247,7 @@ def _split_order(indices: list[int]) -> list[int]:
     return [indices[i] for i in perm]
 
 
-def _evaluate_splits(rd, run, folder, cfg, protocol, record, names, progress) -> None:
+def _evaluate_splits(rd, run, folder, cfg, protocol, record, names, progress, partial) -> None:
     from .data.dataset import ImageDataset
     from .data.loaders import make_eval_loader
     from .data.splits import splits_from_record
@@ -264,7 +285,7 @@ def _evaluate_splits(rd, run, folder, cfg, protocol, record, names, progress) ->
             "domain": domain, "split": split, "role": role, "n_total": len(indices),
             **acc.result(names), "seconds": round(time.time() - t0, 3),
         }
-        io.write_json(rd / PARTIAL_FILE, record)
+        io.write_json(partial, record)
 
 
 def _score_batch(run, raw: dict, config: dict, names: list[str]):

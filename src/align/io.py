@@ -18,7 +18,22 @@ def _umask() -> int:
 
 
 # Read once at import: querying the umask means setting it, which is not thread-safe.
-_FILE_MODE = 0o666 & ~_umask()
+_UMASK = _umask()
+_FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
+
+
+def temp_dir_beside(path: str | os.PathLike) -> Path:
+    """A new hidden folder next to `path`, to be filled and then renamed onto it (atomic install).
+
+    Unlike a bare `tempfile.mkdtemp` (always 0700), it gets the permissions a plain `mkdir`
+    would, so the folder it becomes is as readable as any other (a shared dataset, say).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    tmp.chmod(_DIR_MODE)
+    return tmp
 
 
 def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .config import TrainConfig
-from .data.synthetic import DEFAULT_CONFIG, generate
+from .data.synthetic import DEFAULT_CONFIG, SYNTH_VERSION, generate
 
 #: Algorithms the quickstart trains, in order.
 QUICKSTART_ALGORITHMS: tuple[str, ...] = ("erm", "align")
@@ -42,11 +42,14 @@ def quickstart_hparams(algorithm: str, steps: int) -> dict:
 
 
 def ensure_data(root: Path, seed: int, console: Console) -> Path:
-    """The benchmark at `root`, generated unless it is already there with the same seed."""
+    """The benchmark at `root`, generated unless it is already there with the same seed and
+    generator version (an older version is regenerated in place)."""
     meta = root / "synth.json"
-    if meta.is_file() and json.loads(meta.read_text()).get("seed") == seed:
-        console.print(f"using the synthetic benchmark in {root}")
-        return root
+    if meta.is_file():
+        found = json.loads(meta.read_text())
+        if found.get("seed") == seed and found.get("version") == SYNTH_VERSION:
+            console.print(f"using the synthetic benchmark in {root}")
+            return root
     console.print(f"generating the synthetic benchmark in {root} (seed {seed}) ...")
     return generate(root, DEFAULT_CONFIG, seed=seed, overwrite=root.exists())
 

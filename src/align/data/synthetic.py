@@ -8,6 +8,7 @@ while the exact object mask says where the real evidence is. Output (DomainBed l
 
     OUT/images/<domain>/<class>/<NNNNN>.png   RGB
     OUT/masks/<domain>/<class>/<NNNNN>.png    mode "L", 0 or 255, exactly the object
+    OUT/cues/<domain>/<class>/<NNNNN>.png     mode "L", 0 or 255, exactly the cue square
     OUT/synth.json                            parameters, seed, counts, cue mapping
 
 Each scene has its own generator seeded by ``(seed, domain_index, index)``, so one scene, a
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,10 +28,10 @@ import numpy as np
 from PIL import Image
 
 from align import __version__
-from align.io import write_json
+from align.io import temp_dir_beside, write_json
 
 #: Bump whenever the same (config, seed) would give different bytes.
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2  # 2: adds cues/ (images and masks unchanged from 1)
 
 from align.data.synthetic_styles import CUE_COLORS, RGB, SHAPES, STYLES, DomainStyle  # noqa: F401
 
@@ -357,7 +357,7 @@ def _write_scenes(root: Path, config: SynthConfig, seed: int,
     counts = {d: {k: 0 for k in config.classes} for d in config.domains}
     agree = {d: 0 for d in config.domains}
     for d, domain in enumerate(config.domains):
-        for part in ("images", "masks"):
+        for part in ("images", "masks", "cues"):
             for k in config.classes:
                 (root / part / domain / k).mkdir(parents=True)
         for i in range(config.n_per_domain):
@@ -366,12 +366,22 @@ def _write_scenes(root: Path, config: SynthConfig, seed: int,
             name = f"{i:05d}.png"
             _save_png(root / "images" / domain / k / name, scene.image)
             _save_png(root / "masks" / domain / k / name, scene.mask.astype(np.uint8) * 255)
+            # The shortcut's own mask, so that explanations can be scored on it (shortcut use).
+            _save_png(root / "cues" / domain / k / name, _box_mask(config.size, scene.cue_box))
             counts[domain][k] += 1
             agree[domain] += scene.cue_agrees
             done += 1
             if progress is not None:
                 progress(done, total)
     return {"counts": counts, "cue_agreement": {d: agree[d] / config.n_per_domain for d in agree}}
+
+
+def _box_mask(size: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """uint8 [size, size]: 255 inside the end-exclusive box (y0, x0, y1, x1), 0 elsewhere."""
+    y0, x0, y1, x1 = box
+    out = np.zeros((size, size), np.uint8)
+    out[y0:y1, x0:x1] = 255
+    return out
 
 
 def _metadata(config: SynthConfig, seed: int, stats: dict) -> dict:
@@ -402,8 +412,7 @@ def generate(out_dir: str | Path, config: SynthConfig = DEFAULT_CONFIG, seed: in
     _check_seed(seed)
     seed, out = int(seed), Path(out_dir)
     _check_target(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = temp_dir_beside(out)
     try:
         stats = _write_scenes(tmp, config, seed, progress)
         write_json(tmp / "synth.json", _metadata(config, seed, stats))
