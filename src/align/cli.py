@@ -153,6 +153,24 @@ def masks(
     console.print(f"masks in {root}" + (f" (mean IoU with the truth {iou:.3f})" if iou is not None else ""))
 
 
+@app.command()
+def shortcut(
+    out: Annotated[Path, typer.Option(help="A folder of `align benchmark` / `align mask-quality`.")] = Path("benchmark"),
+    max_batches: Annotated[Optional[int], typer.Option(help="At most N batches per split (0: all).")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+) -> None:
+    """Does each run's Grad-CAM (and ALIGN's masker) rest on the object or on the cue? Scores every
+    finished synthetic run against the object and the cue masks; writes OUT/shortcut.md."""
+    from .data.folder import DataError
+    from .experiments.shortcut import run_shortcut
+
+    try:
+        run_shortcut(out, max_batches=max_batches or None, batch_size=batch_size, console=console)
+    except (ValueError, KeyError, FileNotFoundError, DataError) as e:
+        _fail(e)
+    console.print((out / "shortcut.md").read_text())
+
+
 @app.command("mask-quality")
 def mask_quality(
     out: Annotated[Path, typer.Option(help="Folder for data, masks, runs, table and plot.")] = Path("mask_quality"),

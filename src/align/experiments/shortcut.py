@@ -1,0 +1,104 @@
+"""Shortcut diagnosis on the synthetic benchmark: do explanations rest on the object or the cue?
+
+The benchmark draws every scene with an exact object mask (`masks/`) and an exact mask of the
+misleading cue square (`cues/`). For every finished run under ``OUT/runs/<method>/test-<d>/seed<s>``
+(what ``align benchmark`` and ``align mask-quality`` leave there) this scores the classifier's
+Grad-CAM against both, with two named evaluations per run (`evaluation-object.json`,
+`evaluation-cue.json`, see `align.evaluate`): the energy pointing game (share of the map's energy
+inside the mask) and the pointing game (does the map's peak fall inside it), on the held-out
+domain. For ALIGN's runs the masker's IoU with each mask is reported too (threshold 0.5).
+
+The cue square covers ~2% of the image and the object ~10-20%, so the energy shares are not
+comparable across the two in absolute terms; compare each across methods.
+
+Writes ``OUT/shortcut.md`` and ``OUT/shortcut.json``: per method, mean ± std over its runs.
+Evaluations are resumable and reused; ``max_batches`` bounds the images per split.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from rich.console import Console
+
+from .. import io
+
+#: (column label, where in a split record, key): what the table reports per mask.
+COLUMNS = (
+    ("Grad-CAM energy", "metrics", "energy_pointing_game"),
+    ("Grad-CAM peak inside", "metrics", "pointing_game"),
+    ("masker IoU", "extras", "masker_iou"),
+)
+MASKS = ("object", "cue")
+
+
+def find_runs(out: Path) -> dict[str, list[Path]]:
+    """{method folder: [finished run directories]} under ``out/runs``, sorted."""
+    runs: dict[str, list[Path]] = {}
+    for done in sorted((out / "runs").glob("*/test-*/seed*/done")):
+        runs.setdefault(done.parents[2].name, []).append(done.parent)
+    if not runs:
+        raise FileNotFoundError(
+            f"no finished runs under {out / 'runs'}; run `align benchmark --out {out}` first"
+        )
+    return runs
+
+
+def _ood_value(record: dict, where: str, key: str) -> float | None:
+    """Mean of one score over the run's out-of-distribution splits (None: not scored)."""
+    vals = [s[where][key]["mean"] for s in record["splits"].values()
+            if s["role"] == "ood" and key in s.get(where, {}) and s[where][key]["mean"] is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def run_shortcut(out: Path, *, max_batches: int | None = 4, batch_size: int = 64,
+                 console: Console | None = None) -> dict:
+    """Evaluate every finished run under `out` against object and cue masks; write the table."""
+    from ..evaluate import evaluate_run
+
+    console = console or Console()
+    out = Path(out)
+    data = out / "data"
+    for part in MASKS:
+        folder = data / ("masks" if part == "object" else "cues")
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} not found: the synthetic benchmark in {data} predates cue masks; "
+                f"regenerate it with `align synth --out {data} --overwrite` (same images)"
+            )
+    metrics = [key for _, where, key in COLUMNS if where == "metrics"]
+    table: dict = {}
+    runs = find_runs(out)
+    total, done = sum(len(v) for v in runs.values()), 0
+    for method, run_dirs in runs.items():
+        per_col: dict[str, list[float]] = {}
+        for run in run_dirs:
+            done += 1
+            console.print(f"[{done}/{total}] {run.relative_to(out)}")
+            for part in MASKS:
+                record = evaluate_run(
+                    run, masks=data / ("masks" if part == "object" else "cues"), name=part,
+                    metrics=metrics, max_batches=max_batches, batch_size=batch_size,
+                )
+                for label, where, key in COLUMNS:
+                    value = _ood_value(record, where, key)
+                    if value is not None:
+                        per_col.setdefault(f"{label} ({part})", []).append(value)
+        table[method] = {col: {"mean": statistics.fmean(v),
+                               "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+                         for col, v in per_col.items()}
+    write_outputs(out, table, max_batches, batch_size)
+    return table
+
+
+def write_outputs(out: Path, table: dict, max_batches: int | None, batch_size: int) -> None:
+    cols = [f"{label} ({part})" for label, _, _ in COLUMNS for part in MASKS]
+    lines = ["| method | runs | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for method, cells in table.items():
+        n = max((c["n"] for c in cells.values()), default=0)
+        row = [f"{c['mean']:.3f} ± {c['std']:.3f}" if (c := cells.get(col)) else "-" for col in cols]
+        lines.append(f"| {method} | {n} | " + " | ".join(row) + " |")
+    io.write_text(out / "shortcut.md", "\n".join(lines) + "\n")
+    io.write_json(out / "shortcut.json", {"max_batches": max_batches, "batch_size": batch_size,
+                                          "split": "held-out domain (ood)", "methods": table})
