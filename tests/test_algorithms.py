@@ -198,6 +198,10 @@ def test_masker_iou_eval_term_known_answer():
     out = algo.eval_terms(x, gt)
     assert out["masker_iou"][0] == 1.0 and out["masker_iou"][1] == 0.5
     assert torch.isnan(out["masker_iou"][2])
+    # coverage: all of the top half kept; half of the whole image kept; no region, no score
+    assert out["masker_coverage"][0] == 1.0 and out["masker_coverage"][1] == 0.5
+    assert torch.isnan(out["masker_coverage"][2])
+    assert torch.equal(out["masker_area"], torch.full((3,), 0.5))
 
 
 def test_nonfinite_term_is_named():

@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from align.experiments.shortcut import run_shortcut
+from align.data.synthetic import DEFAULT_CONFIG
+from align.experiments.shortcut import AREA_ROW, run_shortcut
 from align.train.loop import Trainer
 
 from conftest import tiny_config
@@ -30,17 +31,25 @@ def bench(tiny_synth, tmp_path):
 
 def test_shortcut_table_scores_object_and_cue(bench):
     table = run_shortcut(bench, max_batches=1, batch_size=16)
-    assert set(table) == {"align", "erm"}
-    for method, cells in table.items():
+    assert set(table) == {AREA_ROW, "align", "erm"}
+    # chance row: every scene has one whole cue square of round(0.14 * 32) = 4 px at 32 px
+    cue_px = max(2, round(DEFAULT_CONFIG.cue_frac * 32))
+    assert table[AREA_ROW]["Grad-CAM energy (cue)"]["mean"] == pytest.approx(cue_px ** 2 / 32 ** 2)
+    assert 0 < table[AREA_ROW]["Grad-CAM energy (object)"]["mean"] < 0.5
+    for method in ("align", "erm"):
+        cells = table[method]
         obj = cells["Grad-CAM energy (object)"]["mean"]
         cue = cells["Grad-CAM energy (cue)"]["mean"]
         assert 0 <= obj and 0 <= cue and obj + cue <= 1 + 1e-6  # disjoint masks, same images
         assert cells["Grad-CAM peak inside (cue)"]["n"] == 1
     assert "masker IoU (cue)" in table["align"] and "masker IoU (object)" not in table["erm"]
+    masker = table["align"]
+    assert 0 <= masker["masker coverage (cue)"]["mean"] <= 1
+    assert 0 <= masker["masker mean over the image"]["mean"] <= 1
     run = bench / "runs" / "align" / "test-texture" / "seed0"
     assert json.loads((run / "evaluation-cue.json").read_text())["config"]["masks"].endswith("cues")
     md = (bench / "shortcut.md").read_text()
-    assert md.startswith("| method | runs |") and "| erm | 1 |" in md
+    assert md.startswith("| method | runs |") and "| erm | 1 |" in md and f"| {AREA_ROW} | - |" in md
 
 
 def test_shortcut_needs_cue_masks_and_runs(bench, tmp_path):

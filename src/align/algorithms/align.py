@@ -162,7 +162,8 @@ class ALIGN(DRE):
 
     # ------------------------------------------------------------------ evaluation
     def eval_terms(self, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """The masker's IoU with ground-truth masks (threshold 0.5) and its mean area, per sample.
+        """Per sample: the masker's IoU with ground-truth masks (threshold 0.5), its mean value
+        inside them (coverage) and its mean area.
 
         A sample whose ground-truth mask is empty gets NaN (no score), never a hit.
         """
@@ -175,5 +176,11 @@ class ALIGN(DRE):
             inter = (pred & gt).sum(dim=(1, 2, 3)).double()
             union = (pred | gt).sum(dim=(1, 2, 3)).double()
             iou = inter / union.clamp_min(1)
-            out["masker_iou"] = torch.where(gt.flatten(1).any(1), iou, torch.nan)
+            has_gt = gt.flatten(1).any(1)
+            out["masker_iou"] = torch.where(has_gt, iou, torch.nan)
+            # Mean soft mask value over the ground-truth region: how much of it the masker keeps,
+            # independent of how much else it keeps (IoU mixes the two, and a region much smaller
+            # than the mask, like the synthetic cue square, has a low IoU even when fully kept).
+            kept = (m * gt).sum(dim=(1, 2, 3)).double() / gt.sum(dim=(1, 2, 3)).clamp_min(1)
+            out["masker_coverage"] = torch.where(has_gt, kept, torch.nan)
         return out

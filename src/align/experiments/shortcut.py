@@ -6,10 +6,15 @@ misleading cue square (`cues/`). For every finished run under ``OUT/runs/<method
 Grad-CAM against both, with two named evaluations per run (`evaluation-object.json`,
 `evaluation-cue.json`, see `align.evaluate`): the energy pointing game (share of the map's energy
 inside the mask) and the pointing game (does the map's peak fall inside it), on the held-out
-domain. For ALIGN's runs the masker's IoU with each mask is reported too (threshold 0.5).
+domain. For ALIGN's runs the masker's mean value inside each mask (coverage) and its IoU with
+it (threshold 0.5) are reported too.
 
-The cue square covers ~2% of the image and the object ~10-20%, so the energy shares are not
-comparable across the two in absolute terms; compare each across methods.
+The cue square covers ~2% of the image and the object several times that, so the scores are not
+comparable across the two in absolute terms. The table's first row gives each mask's mean share
+of the image over the held-out domains' images: what a map spread evenly over the image would
+score on the energy pointing game, what a peak placed at random would score on the pointing game,
+and what a constant mask would cover relative to its mean. Compare each column across methods and
+against that row; compare the masker's coverage with its mean over the whole image.
 
 Writes ``OUT/shortcut.md`` and ``OUT/shortcut.json``: per method, mean ± std over its runs.
 Evaluations are resumable and reused; ``max_batches`` bounds the images per split.
@@ -20,17 +25,23 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from rich.console import Console
 
 from .. import io
 
-#: (column label, where in a split record, key): what the table reports per mask.
-COLUMNS = (
-    ("Grad-CAM energy", "metrics", "energy_pointing_game"),
-    ("Grad-CAM peak inside", "metrics", "pointing_game"),
-    ("masker IoU", "extras", "masker_iou"),
-)
 MASKS = ("object", "cue")
+#: (column label, where in a split record, key, masks it is scored against; () = whole image).
+COLUMNS = (
+    ("Grad-CAM energy", "metrics", "energy_pointing_game", MASKS),
+    ("Grad-CAM peak inside", "metrics", "pointing_game", MASKS),
+    ("masker coverage", "extras", "masker_coverage", MASKS),
+    ("masker mean over the image", "extras", "masker_area", ()),
+    ("masker IoU", "extras", "masker_iou", MASKS),
+)
+#: The reference row: each mask's mean share of the image.
+AREA_ROW = "(mask area share: chance level)"
 
 
 def find_runs(out: Path) -> dict[str, list[Path]]:
@@ -43,6 +54,20 @@ def find_runs(out: Path) -> dict[str, list[Path]]:
             f"no finished runs under {out / 'runs'}; run `align benchmark --out {out}` first"
         )
     return runs
+
+
+def area_shares(data: Path, domains: set[str]) -> dict[str, float]:
+    """{"object": mean share, "cue": mean share} of the image covered, over `domains`' images."""
+    out = {}
+    for part in MASKS:
+        root = data / ("masks" if part == "object" else "cues")
+        shares = []
+        for path in sorted(root.glob("*/*/*.png")):
+            if path.parts[-3] in domains:
+                with Image.open(path) as im:
+                    shares.append(float((np.asarray(im) > 127).mean()))
+        out[part] = statistics.fmean(shares) if shares else float("nan")
+    return out
 
 
 def _ood_value(record: dict, where: str, key: str) -> float | None:
@@ -67,7 +92,7 @@ def run_shortcut(out: Path, *, max_batches: int | None = 4, batch_size: int = 64
                 f"{folder} not found: the synthetic benchmark in {data} predates cue masks; "
                 f"regenerate it with `align synth --out {data} --overwrite` (same images)"
             )
-    metrics = [key for _, where, key in COLUMNS if where == "metrics"]
+    metrics = [key for _, where, key, _ in COLUMNS if where == "metrics"]
     table: dict = {}
     runs = find_runs(out)
     total, done = sum(len(v) for v in runs.values()), 0
@@ -81,24 +106,35 @@ def run_shortcut(out: Path, *, max_batches: int | None = 4, batch_size: int = 64
                     run, masks=data / ("masks" if part == "object" else "cues"), name=part,
                     metrics=metrics, max_batches=max_batches, batch_size=batch_size,
                 )
-                for label, where, key in COLUMNS:
+                for label, where, key, parts in COLUMNS:
+                    if (part not in parts) if parts else (part != MASKS[0]):
+                        continue  # whole-image scores are read once, from the first evaluation
                     value = _ood_value(record, where, key)
                     if value is not None:
-                        per_col.setdefault(f"{label} ({part})", []).append(value)
+                        per_col.setdefault(_column(label, parts, part), []).append(value)
         table[method] = {col: {"mean": statistics.fmean(v),
                                "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
                          for col, v in per_col.items()}
+    held_out = {r.parent.name.removeprefix("test-") for v in runs.values() for r in v}
+    areas = area_shares(data, held_out)
+    reference = {f"{label} ({part})": {"mean": areas[part], "std": 0.0, "n": 0}
+                 for label, where, _, _ in COLUMNS if where == "metrics" for part in MASKS}
+    table = {AREA_ROW: reference, **table}
     write_outputs(out, table, max_batches, batch_size)
     return table
 
 
+def _column(label: str, parts: tuple[str, ...], part: str | None) -> str:
+    return f"{label} ({part})" if parts else label
+
+
 def write_outputs(out: Path, table: dict, max_batches: int | None, batch_size: int) -> None:
-    cols = [f"{label} ({part})" for label, _, _ in COLUMNS for part in MASKS]
+    cols = [_column(label, parts, p) for label, _, _, parts in COLUMNS for p in (parts or (None,))]
     lines = ["| method | runs | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for method, cells in table.items():
         n = max((c["n"] for c in cells.values()), default=0)
         row = [f"{c['mean']:.3f} ± {c['std']:.3f}" if (c := cells.get(col)) else "-" for col in cols]
-        lines.append(f"| {method} | {n} | " + " | ".join(row) + " |")
+        lines.append(f"| {method} | {n or '-'} | " + " | ".join(row) + " |")
     io.write_text(out / "shortcut.md", "\n".join(lines) + "\n")
     io.write_json(out / "shortcut.json", {"max_batches": max_batches, "batch_size": batch_size,
                                           "split": "held-out domain (ood)", "methods": table})
