@@ -1,6 +1,7 @@
 """Registry, hyperparameters, config files, protocols, model selection, atomic io."""
 
 import json
+import os
 import stat
 
 import pytest
@@ -108,3 +109,30 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     io.save_checkpoint(tmp_path / "c.pt", {"w": torch.zeros(1)})
     for name in ("a.txt", "c.pt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
+def test_install_dir_replaces_whole_or_restores_the_old(tmp_path, monkeypatch):
+    def filled(text: str):
+        d = io.temp_dir_beside(tmp_path / "out")
+        (d / "f.txt").write_text(text)
+        return d
+
+    io.install_dir(filled("one"), tmp_path / "out")  # no target yet
+    assert (tmp_path / "out" / "f.txt").read_text() == "one"
+    io.install_dir(filled("two"), tmp_path / "out")  # replaces a non-empty target
+    assert (tmp_path / "out" / "f.txt").read_text() == "two"
+
+    real, calls = os.replace, []
+
+    def flaky(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # the new folder's rename onto the target fails
+            raise OSError("simulated")
+        real(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", flaky)
+    new = filled("three")
+    with pytest.raises(OSError, match="simulated"):
+        io.install_dir(new, tmp_path / "out")
+    assert (tmp_path / "out" / "f.txt").read_text() == "two"  # the old folder is back
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", new.name])  # no .old left

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +36,29 @@ def temp_dir_beside(path: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     tmp.chmod(_DIR_MODE)
     return tmp
+
+
+def install_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Rename the finished folder `tmp` onto `out` (made by :func:`temp_dir_beside`).
+
+    A non-empty `out` is moved aside first and deleted only once `tmp` is in place; if that
+    rename fails the old folder is put back. So `out` is always either the old folder or the
+    whole new one, never half of either. An empty `out` is simply replaced.
+    """
+    tmp, out = Path(tmp), Path(out)
+    if out.exists() and any(out.iterdir()):
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
 
 
 def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> None:

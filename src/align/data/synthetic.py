@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from align import __version__
-from align.io import temp_dir_beside, write_json
+from align.io import install_dir, temp_dir_beside, write_json
 
 #: Bump whenever the same (config, seed) would give different bytes.
 SYNTH_VERSION = 2  # 2: adds cues/ (images and masks unchanged from 1)
@@ -334,22 +334,6 @@ def _check_target(out: Path, overwrite: bool) -> None:
                                   "(--overwrite) to replace it")
 
 
-def _install(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished `tmp` into place; an old `out` is moved aside first, then deleted."""
-    _check_target(out, overwrite)  # again: something may have appeared while we worked
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = tmp.with_name(tmp.name + ".old")
-    out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        old.rename(out)  # put the previous dataset back rather than leave nothing
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_scenes(root: Path, config: SynthConfig, seed: int,
                   progress: Callable[[int, int], None] | None) -> dict:
     """Render and save every scene under `root`; returns the counts for synth.json."""
@@ -416,7 +400,8 @@ def generate(out_dir: str | Path, config: SynthConfig = DEFAULT_CONFIG, seed: in
     try:
         stats = _write_scenes(tmp, config, seed, progress)
         write_json(tmp / "synth.json", _metadata(config, seed, stats))
-        _install(tmp, out, overwrite)
+        _check_target(out, overwrite)  # again: something may have appeared while we worked
+        install_dir(tmp, out)
     finally:
         if tmp.exists():  # only on failure: on success it has become `out`
             shutil.rmtree(tmp, ignore_errors=True)

@@ -16,14 +16,13 @@ import json
 import os
 import shutil
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from align.io import write_json
+from align.io import install_dir, temp_dir_beside, write_json
 from align.masks.layout import (
     image_seed, image_size, index_masks, list_images, load_mask, mask_rel_path, match_masks,
     save_mask, to_uint8_mask,
@@ -181,23 +180,6 @@ def _results(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _install(tmp: Path, out_root: Path) -> None:
-    """Move the finished `tmp` folder to `out_root`, replacing whatever is there."""
-    if out_root.exists() and any(out_root.iterdir()):
-        old = out_root.with_name(f".{out_root.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out_root, old)
-        try:
-            os.replace(tmp, out_root)
-        except BaseException:
-            os.replace(old, out_root)  # put the previous build back
-            raise
-        shutil.rmtree(old)
-    else:
-        if out_root.exists():
-            out_root.rmdir()  # an empty folder is as good as none
-        os.replace(tmp, out_root)
-
-
 def build_mask_folder(
     images_root: str | os.PathLike,
     out_root: str | os.PathLike,
@@ -255,10 +237,8 @@ def build_mask_folder(
                 image_seed(seed, rel))
         for i, rel in enumerate(rels)
     ]
-    out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_root.with_name(f".{out_root.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = temp_dir_beside(out_root)
     try:
-        tmp.mkdir()
         images: dict[str, dict] = {}
         for done, (rel, iou, extra) in enumerate(_results(src, jobs, tmp, workers), 1):
             images[rel] = {"mask": mask_rel_path(rel), "iou": iou, **extra}
@@ -267,7 +247,7 @@ def build_mask_folder(
         write_json(tmp / RECORD_NAME, _record(key, images_root, gt_root, images))
         # Another process may have finished the same build meanwhile: then keep theirs.
         if not _reuse(out_root, key, overwrite):
-            _install(tmp, out_root)
+            install_dir(tmp, out_root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
