@@ -35,3 +35,50 @@ def test_synthetic_configs_cover_the_grid_and_refuse_unknown_domains(tiny_synth,
     assert len(synthetic_configs(tmp_path, tiny_synth, ["erm"], [0], test_domains=["photo"])) == 1
     with pytest.raises(ValueError, match="unknown test domain.*mars"):
         synthetic_configs(tmp_path, tiny_synth, ["erm"], [0], test_domains=["mars"])
+
+
+def test_overrides_and_shards_are_parsed_with_clear_errors():
+    from align.sweep import parse_overrides, parse_shard, variant_label
+
+    assert parse_overrides(["sparsity_weight=1.0", "fill=blur"], ["align"]) == {
+        "sparsity_weight": 1.0, "fill": "blur"}
+    assert variant_label("align", {"sparsity_weight": 1.0, "fill": "blur"}) == \
+        "align-fill=blur-sparsity_weight=1.0"
+    assert variant_label("erm", {}) == "erm"
+    with pytest.raises(ValueError, match="erm has no hyperparameter sparsity_weight"):
+        parse_overrides(["sparsity_weight=1"], ["align", "erm"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["lr"], ["erm"])
+    with pytest.raises(ValueError, match="plain numbers or words"):
+        variant_label("erm", {"lr": "1e-3/../x"})
+    assert parse_shard("1/4") == (1, 4) and parse_shard(None) is None
+    for bad in ("4/4", "1-4", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_sharded_sweep_with_a_variant_then_one_table(tiny_synth, tmp_path, monkeypatch):
+    import shutil
+
+    from align import quickstart
+    from align.sweep import run_synthetic_benchmark
+
+    for key, value in (("image_size", 32), ("batch_size", 4), ("eval_every", 2), ("num_workers", 0)):
+        monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, key, value)
+    out = tmp_path / "bench"
+    shutil.copytree(tiny_synth, out / "data")  # seed 0, current version: used as is
+    kw = dict(algorithms=["erm"], seeds=[0, 1], steps=2, test_domains=["texture", "photo"],
+              overrides={"lr": 0.01})
+    assert run_synthetic_benchmark(out, shard=(0, 3), **kw) is None
+    runs = out / "runs" / "erm-lr=0.01"
+    done = sorted(str(p.parent.relative_to(runs)) for p in runs.glob("*/*/done"))
+    assert done == ["test-photo/seed0", "test-texture/seed1"]  # grid positions 0 and 3 of 4
+    assert not (out / "results.md").exists()
+    run_synthetic_benchmark(out, shard=(1, 3), **kw)
+    run_synthetic_benchmark(out, shard=(2, 3), **kw)
+    assert len(list(runs.glob("*/*/done"))) == 4
+    cfg = json.loads((runs / "test-photo" / "seed0" / "config.json").read_text())
+    assert cfg["hparams"]["lr"] == 0.01
+    agg = run_synthetic_benchmark(out, **kw)  # every run done: only the table
+    assert list(agg) == ["erm-lr=0.01"] and agg["erm-lr=0.01"]["texture"]["ood"][2] == 2
+    assert "| erm-lr=0.01 |" in (out / "results.md").read_text()

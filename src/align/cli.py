@@ -108,17 +108,24 @@ def benchmark(
     seeds: Annotated[Optional[list[int]], typer.Option(help="Seeds.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Steps per run (default: the quickstart's).")] = None,
     test_domains: Annotated[Optional[list[str]], typer.Option(help="Held-out domains (default: all).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="KEY=VALUE hyperparameter for every run (repeatable); runs go to <algo>-KEY=VALUE.")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        help="I/N: run only every N-th run from the I-th (cluster array jobs); no table.")] = None,
 ) -> None:
     """Leave-one-domain-out on the synthetic benchmark: every algorithm x held-out domain x seed,
     with the quickstart's settings; writes a mean +- std table (resumable)."""
-    from .sweep import run_synthetic_benchmark
+    from .sweep import parse_overrides, parse_shard, run_synthetic_benchmark
 
-    for a in algorithms or []:
+    algorithms = algorithms or ["erm", "dre", "align"]
+    for a in algorithms:
         if a not in ALGORITHMS:
             _fail(KeyError(f"unknown algorithm {a!r}; choose from {', '.join(ALGORITHMS.names())}"))
     try:
-        run_synthetic_benchmark(out, algorithms or ["erm", "dre", "align"], seeds or [0, 1, 2],
-                                steps=steps, test_domains=test_domains, console=console)
+        overrides = parse_overrides(set_ or [], algorithms)
+        run_synthetic_benchmark(out, algorithms, seeds or [0, 1, 2], steps=steps,
+                                test_domains=test_domains, console=console, overrides=overrides,
+                                shard=parse_shard(shard))
     except ValueError as e:
         _fail(e)
 
@@ -276,7 +283,7 @@ def report(
     console.print(f"report: {index}")
 
 
-_MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds", "--levels", "--metrics")
+_MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds", "--levels", "--metrics", "--set")
 
 
 def expand_multi(argv: list[str]) -> list[str]:

@@ -1,14 +1,21 @@
 """Sweeps: every (algorithm, held-out domain, seed) of a leave-one-domain-out comparison.
 
 `align benchmark` runs the synthetic benchmark with the quickstart's settings; runs are named
-`<algorithm>/test-<domain>/seed<k>` and resumed or skipped when already done, so a sweep that was
-interrupted (or split over a cluster's jobs with `--only`) continues where it stopped. The
-aggregate table is a pure function of the run directories.
+`<label>/test-<domain>/seed<k>` and resumed or skipped when already done, so a sweep that was
+interrupted continues where it stopped. `<label>` is the algorithm's name, followed by the
+hyperparameters set on the command line (`--set sparsity_weight=1.0` gives
+`align-sparsity_weight=1.0`), so variants sit beside the defaults and never overwrite them.
+
+On a cluster, `--shard I/N` runs only the runs whose position in the (fixed) grid is I modulo N:
+N array jobs with I = 0..N-1 cover the grid once between them, each resumable on its own. A
+final call without `--shard` finds every run done and writes the table. The aggregate table is
+a pure function of the run directories.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -19,23 +26,67 @@ from .config import TrainConfig
 from .quickstart import QUICKSTART_SETTINGS, ensure_data, quickstart_hparams
 
 
-def run_name(algorithm: str, test_domain: str, seed: int) -> str:
-    return f"{algorithm}/test-{test_domain}/seed{seed}"
+def run_name(algorithm: str, test_domain: str, seed: int, label: str | None = None) -> str:
+    return f"{label or algorithm}/test-{test_domain}/seed{seed}"
+
+
+def variant_label(algorithm: str, overrides: dict) -> str:
+    """`align` for the defaults, `align-sparsity_weight=1.0` for a variant (keys sorted)."""
+    parts = [f"{k}={v}" for k, v in sorted(overrides.items())]
+    label = "-".join([algorithm, *parts])
+    if not re.fullmatch(r"[A-Za-z0-9_.=+-]+", label):
+        raise ValueError(f"hyperparameter values must be plain numbers or words; got {overrides}")
+    return label
+
+
+def parse_overrides(items: list[str], algorithms: list[str]) -> dict:
+    """`["sparsity_weight=1.0"]` -> {"sparsity_weight": 1.0}, values read as YAML scalars; every
+    key must be a hyperparameter of every algorithm of the sweep."""
+    import yaml
+
+    from .algorithms import ALGORITHMS
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    for algorithm in algorithms:
+        known = ALGORITHMS.get(algorithm).HPARAMS
+        unknown = sorted(set(out) - set(known))
+        if unknown:
+            raise ValueError(f"{algorithm} has no hyperparameter {', '.join(unknown)}; "
+                             f"it has {', '.join(sorted(known))}")
+    return out
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """"I/N" -> (I, N) with 0 <= I < N; None stays None."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise ValueError(f"--shard expects I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+    return int(match[1]), int(match[2])
 
 
 def synthetic_configs(out: Path, data: Path, algorithms: list[str], seeds: list[int],
-                      steps: int | None = None, test_domains: list[str] | None = None) -> list[TrainConfig]:
+                      steps: int | None = None, test_domains: list[str] | None = None,
+                      overrides: dict | None = None) -> list[TrainConfig]:
     domains = sorted(p.name for p in (data / "images").iterdir() if p.is_dir())
     unknown = sorted(set(test_domains or []) - set(domains))
     if unknown:
         raise ValueError(f"unknown test domain(s) {', '.join(unknown)}; the benchmark has {', '.join(domains)}")
     domains = [d for d in domains if not test_domains or d in test_domains]
     settings = {**QUICKSTART_SETTINGS, **({"steps": steps} if steps else {})}
+    overrides = overrides or {}
     return [
         TrainConfig(
             data=str(data / "images"), masks=str(data / "masks"),
-            out=str(out / "runs" / run_name(a, d, s)), algorithm=a, protocol="lodo",
-            test_domains=[d], seed=s, hparams=quickstart_hparams(a, settings["steps"]), **settings,
+            out=str(out / "runs" / run_name(a, d, s, variant_label(a, overrides))), algorithm=a,
+            protocol="lodo", test_domains=[d], seed=s,
+            hparams={**quickstart_hparams(a, settings["steps"]), **overrides}, **settings,
         )
         for a in algorithms for d in domains for s in seeds
     ]
@@ -47,17 +98,19 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def aggregate(run_dirs: list[Path], method: str = "training_domain_validation") -> dict:
-    """{algorithm: {domain: {"ood": (mean, std, n), "in": (...)}, "avg": ...}} over seeds.
+def aggregate(run_dirs: list[Path], method: str = "training_domain_validation",
+              labels: list[str] | None = None) -> dict:
+    """{label: {domain: {"ood": (mean, std, n), "in": (...)}, "avg": ...}} over seeds.
 
     "ood" is the held-out domain's test accuracy; "in" the mean validation accuracy of the
-    training domains; "masker_iou" the masker's IoU on the held-out domain when logged.
+    training domains; "masker_iou" the masker's IoU on the held-out domain when logged. A run's
+    label is its algorithm unless `labels` (one per run) says otherwise.
     """
     acc: dict = {}
-    for rd in run_dirs:
+    for i, rd in enumerate(run_dirs):
         summary = json.loads((rd / "summary.json").read_text())
         proto = json.loads((rd / "protocol.json").read_text())
-        algo = json.loads((rd / "config.json").read_text())["algorithm"]
+        algo = labels[i] if labels else json.loads((rd / "config.json").read_text())["algorithm"]
         sel = summary[method]
         dom = proto["test_domains"][0]
         cell = acc.setdefault(algo, {}).setdefault(dom, {"ood": [], "in": [], "masker_iou": []})
@@ -94,19 +147,31 @@ def markdown_table(agg: dict) -> str:
 
 def run_synthetic_benchmark(out: Path, algorithms: list[str], seeds: list[int],
                             steps: int | None = None, test_domains: list[str] | None = None,
-                            console: Console | None = None) -> dict:
+                            console: Console | None = None, overrides: dict | None = None,
+                            shard: tuple[int, int] | None = None) -> dict | None:
+    """Train (or resume) every run of the grid, then write results.md / results.json.
+
+    With `shard=(i, n)` only every n-th run from the i-th is trained and nothing is aggregated
+    (returns None): the other shards may still be running.
+    """
     from .train.loop import Trainer
     from .ui import progress_bar
 
     console = console or Console()
     out = Path(out)
     data = ensure_data(out / "data", 0, console)
-    configs = synthetic_configs(out, data, algorithms, seeds, steps, test_domains)
-    for i, cfg in enumerate(configs, 1):
-        label = f"[{i}/{len(configs)}] {Path(cfg.out).relative_to(out / 'runs')}"
+    configs = synthetic_configs(out, data, algorithms, seeds, steps, test_domains, overrides)
+    mine = [(i, c) for i, c in enumerate(configs) if shard is None or i % shard[1] == shard[0]]
+    for i, cfg in mine:
+        label = f"[{i + 1}/{len(configs)}] {Path(cfg.out).relative_to(out / 'runs')}"
         with progress_bar(cfg.steps, label, console) as prog:
             Trainer(cfg, prog).run()
-    agg = aggregate([Path(c.out) for c in configs])
+    if shard is not None:
+        console.print(f"shard {shard[0]}/{shard[1]}: {len(mine)} of {len(configs)} runs done; "
+                      "run again without --shard to write the table")
+        return None
+    labels = [Path(c.out).parents[1].name for c in configs]
+    agg = aggregate([Path(c.out) for c in configs], labels=labels)
     table = markdown_table(agg)
     io.write_text(out / "results.md", table)
     io.write_json(out / "results.json", agg)
