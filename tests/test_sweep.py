@@ -81,4 +81,5 @@ def test_sharded_sweep_with_a_variant_then_one_table(tiny_synth, tmp_path, monke
     assert cfg["hparams"]["lr"] == 0.01
     agg = run_synthetic_benchmark(out, **kw)  # every run done: only the table
     assert list(agg) == ["erm-lr=0.01"] and agg["erm-lr=0.01"]["texture"]["ood"][2] == 2
-    assert "| erm-lr=0.01 |" in (out / "results.md").read_text()
+    assert "| erm-lr=0.01 |" in (out / "results-lr=0.01.md").read_text()
+    assert not (out / "results.md").exists()  # the defaults' table is never replaced by a variant's

@@ -149,7 +149,8 @@ def run_synthetic_benchmark(out: Path, algorithms: list[str], seeds: list[int],
                             steps: int | None = None, test_domains: list[str] | None = None,
                             console: Console | None = None, overrides: dict | None = None,
                             shard: tuple[int, int] | None = None) -> dict | None:
-    """Train (or resume) every run of the grid, then write results.md / results.json.
+    """Train (or resume) every run of the grid, then write results.md / results.json
+    (`results-<KEY=VALUE...>.md/.json` for a variant, so it never replaces the defaults' table).
 
     With `shard=(i, n)` only every n-th run from the i-th is trained and nothing is aggregated
     (returns None): the other shards may still be running.
@@ -173,7 +174,8 @@ def run_synthetic_benchmark(out: Path, algorithms: list[str], seeds: list[int],
     labels = [Path(c.out).parents[1].name for c in configs]
     agg = aggregate([Path(c.out) for c in configs], labels=labels)
     table = markdown_table(agg)
-    io.write_text(out / "results.md", table)
-    io.write_json(out / "results.json", agg)
+    stem = "results" + "".join(f"-{k}={v}" for k, v in sorted((overrides or {}).items()))
+    io.write_text(out / f"{stem}.md", table)
+    io.write_json(out / f"{stem}.json", agg)
     console.print(table)
     return agg
