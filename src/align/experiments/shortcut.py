@@ -31,7 +31,9 @@ from rich.console import Console
 
 from .. import io
 
-MASKS = ("object", "cue")
+#: Each scored region and its mask folder inside the benchmark's data folder.
+MASK_FOLDERS = {"object": "masks", "cue": "cues"}
+MASKS = tuple(MASK_FOLDERS)
 #: (column label, where in a split record, key, masks it is scored against; () = whole image).
 COLUMNS = (
     ("Grad-CAM energy", "metrics", "energy_pointing_game", MASKS),
@@ -60,7 +62,7 @@ def area_shares(data: Path, domains: set[str]) -> dict[str, float]:
     """{"object": mean share, "cue": mean share} of the image covered, over `domains`' images."""
     out = {}
     for part in MASKS:
-        root = data / ("masks" if part == "object" else "cues")
+        root = data / MASK_FOLDERS[part]
         shares = []
         for path in sorted(root.glob("*/*/*.png")):
             if path.parts[-3] in domains:
@@ -86,7 +88,7 @@ def run_shortcut(out: Path, *, max_batches: int | None = 4, batch_size: int = 64
     out = Path(out)
     data = out / "data"
     for part in MASKS:
-        folder = data / ("masks" if part == "object" else "cues")
+        folder = data / MASK_FOLDERS[part]
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{folder} not found: the synthetic benchmark in {data} predates cue masks; "
@@ -103,7 +105,7 @@ def run_shortcut(out: Path, *, max_batches: int | None = 4, batch_size: int = 64
             console.print(f"[{done}/{total}] {run.relative_to(out)}")
             for part in MASKS:
                 record = evaluate_run(
-                    run, masks=data / ("masks" if part == "object" else "cues"), name=part,
+                    run, masks=data / MASK_FOLDERS[part], name=part,
                     metrics=metrics, max_batches=max_batches, batch_size=batch_size,
                 )
                 for label, where, key, parts in COLUMNS:
