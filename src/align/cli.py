@@ -190,16 +190,15 @@ def mask_quality(
     steps: Annotated[Optional[int], typer.Option(help="Steps per run (default: the quickstart's).")] = None,
 ) -> None:
     """Mask-supervised training with masks of decreasing quality vs ERM and ALIGN (synthetic)."""
-    from .experiments.mask_quality import check_method, output_stem, run_mask_quality
+    from .experiments.mask_quality import output_stem, run_mask_quality
 
     if method not in ALGORITHMS:
         _fail(KeyError(f"unknown algorithm {method!r}; choose from {', '.join(ALGORITHMS.names())}"))
-    try:
-        check_method(method)
+    try:  # refuses a method that ignores masks before anything is written
+        run_mask_quality(out, method=method, seeds=seeds or [0, 1, 2], test_domains=test_domains,
+                         levels=levels or [1.0, 0.9, 0.8], kind=kind, steps=steps, console=console)
     except ValueError as e:
         _fail(e)
-    run_mask_quality(out, method=method, seeds=seeds or [0, 1, 2], test_domains=test_domains,
-                     levels=levels or [1.0, 0.9, 0.8], kind=kind, steps=steps, console=console)
     stem = output_stem(method)
     console.print((out / f"{stem}.md").read_text())
     console.print(f"plot: {out / f'{stem}.png'}")

@@ -171,7 +171,7 @@ def run_synthetic_benchmark(out: Path, algorithms: list[str], seeds: list[int],
         console.print(f"shard {shard[0]}/{shard[1]}: {len(mine)} of {len(configs)} runs done; "
                       "run again without --shard to write the table")
         return None
-    labels = [Path(c.out).parents[1].name for c in configs]
+    labels = [variant_label(c.algorithm, overrides or {}) for c in configs]
     agg = aggregate([Path(c.out) for c in configs], labels=labels)
     table = markdown_table(agg)
     stem = "results" + "".join(f"-{k}={v}" for k, v in sorted((overrides or {}).items()))

@@ -12,9 +12,9 @@ it (threshold 0.5) are reported too.
 The cue square covers ~2% of the image and the object several times that, so the scores are not
 comparable across the two in absolute terms. The table's first row gives each mask's mean share
 of the image over the held-out domains' images: what a map spread evenly over the image would
-score on the energy pointing game, what a peak placed at random would score on the pointing game,
-and what a constant mask would cover relative to its mean. Compare each column across methods and
-against that row; compare the masker's coverage with its mean over the whole image.
+score on the energy pointing game and what a peak placed at random would score on the pointing
+game. Compare each column across methods and against that row; compare the masker's coverage of
+a region with its mean over the whole image (a constant mask covers every region equally).
 
 Writes ``OUT/shortcut.md`` and ``OUT/shortcut.json``: per method, mean ± std over its runs.
 Evaluations are resumable and reused; ``max_batches`` bounds the images per split.
