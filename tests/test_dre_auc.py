@@ -8,6 +8,8 @@ project's versions are batched torch; these tests say the two agree.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -176,3 +178,161 @@ def test_insertion_28_steps_on_dre_blur_equals_dre_insertion_loop():
     assert float(ours.values.double().mean()) == pytest.approx(dre_auc(ref.mean(1)), abs=1e-6)
     assert ours.fractions == [i / 28 for i in range(29)]
     assert float(ours.curves[0, 0]) < 0.5 < float(ours.curves[0, -1])  # the curve does rise
+
+
+# --------------------------------------------------------------------------- the preset, end to end
+
+
+@pytest.fixture(scope="module")
+def erm_run(tiny_synth, tmp_path_factory):
+    """A tiny trained ERM run (lodo, texture held out), without any evaluation file."""
+    from align.train.loop import Trainer
+    from conftest import tiny_config
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("dre_auc") / "erm"
+    Trainer(tiny_config(tiny_synth, out, hparams={"lr": 1e-3})).run()
+    return out
+
+
+def _spy(monkeypatch):
+    """Record every batch's labels (from the loader) and the class explain() was asked for."""
+    import align.evaluate
+    import align.metrics
+
+    seen = {"y": [], "explained": [], "x": []}
+    real_score, real_explain = align.evaluate._score_batch, align.metrics.explain
+
+    def score(run, raw, config, metrics):
+        seen["y"].append(raw["y"].clone())
+        seen["x"].append(raw["x"].clone())
+        return real_score(run, raw, config, metrics)
+
+    def explain(name, model, x, target=None, **kw):
+        seen["explained"].append(target.detach().cpu().clone())
+        return real_explain(name, model, x, target=target, **kw)
+
+    monkeypatch.setattr(align.evaluate, "_score_batch", score)
+    monkeypatch.setattr(align.metrics, "explain", explain)  # evaluate imports it per batch
+    return seen
+
+
+def test_dre_auc_preset_explains_the_label_and_scores_dre_insertion(erm_run, monkeypatch):
+    from align.api import load_run
+    from align.evaluate import evaluate_run
+    from align.metrics import explain
+
+    seen = _spy(monkeypatch)
+    ev = evaluate_run(erm_run, preset="dre_auc", batch_size=64)
+    assert (erm_run / "evaluation-dre_auc.json").is_file()
+    assert not (erm_run / "evaluation.json").exists()  # the main evaluation is not touched
+    cfg = ev["config"]
+    assert cfg["preset"] == "dre_auc" and cfg["explain_class"] == "label"
+    assert (cfg["explainer"], cfg["substrate"], cfg["metrics"]) == ("gradcam", "dre_blur", ["insertion"])
+    assert cfg["metric_params"] == {"insertion": {"n_steps": 28}}
+
+    # The explained class is the label of every image, misclassified ones included.
+    model = load_run(erm_run).algorithm.classifier
+    x, y = torch.cat(seen["x"]), torch.cat(seen["y"])
+    torch.testing.assert_close(torch.cat(seen["explained"]), y)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    assert bool((pred != y).any())  # else label and prediction could not be told apart
+
+    # Each split's score is the insertion metric with DRE's settings on the label's CAM, tracking
+    # the prediction (one batch per split here: batch_size covers every split).
+    splits = list(ev["splits"].values())
+    assert [s["n"] for s in splits] == [len(b) for b in seen["y"]]
+    for s, xb, yb in zip(splits, seen["x"], seen["y"]):
+        assert list(s["metrics"]) == ["insertion"]
+        assert s["curves"]["insertion"]["fractions"] == [i / 28 for i in range(29)]
+        sal = explain("gradcam", model, xb, target=yb)
+        with torch.no_grad():
+            pb = model(xb).argmax(1)
+        ref = Insertion(substrate="dre_blur", n_steps=28)(model=model, x=xb, saliency=sal, target=pb)
+        assert s["metrics"]["insertion"]["mean"] == pytest.approx(float(ref.values.mean()), abs=1e-6)
+        # The prediction's CAM would give another score: the preset is not the default explainer.
+        other = Insertion(substrate="dre_blur", n_steps=28)(
+            model=model, x=xb, saliency=explain("gradcam", model, xb, target=pb), target=pb)
+        if bool((pb != yb).any()):
+            assert float(other.values.mean()) != pytest.approx(float(ref.values.mean()), abs=1e-9)
+
+
+def test_default_evaluation_still_explains_the_prediction(erm_run, tmp_path, monkeypatch):
+    import shutil
+
+    from align.evaluate import evaluate_run
+
+    run = tmp_path / "erm"
+    shutil.copytree(erm_run, run)
+    seen = _spy(monkeypatch)
+    ev = evaluate_run(run, metrics=["insertion"], batch_size=64, max_batches=1)
+    assert ev["config"]["explain_class"] == "prediction" and ev["config"]["preset"] is None
+    assert ev["splits"][next(iter(ev["splits"]))]["curves"]["insertion"]["fractions"][1] == 1 / 20
+    from align.api import load_run
+
+    model = load_run(run).algorithm.classifier
+    with torch.no_grad():
+        pred = model(torch.cat(seen["x"])).argmax(1)
+    torch.testing.assert_close(torch.cat(seen["explained"]), pred)
+    # An evaluation file written before these settings existed (no such keys) is still reused.
+    path = run / "evaluation.json"
+    old = json.loads(path.read_text())
+    for key in ("explain_class", "metric_params", "preset"):
+        del old["config"][key]
+    path.write_text(json.dumps(old))
+    n = len(seen["explained"])
+    assert evaluate_run(run, metrics=["insertion"], batch_size=64, max_batches=1) == old
+    assert len(seen["explained"]) == n  # nothing recomputed
+
+
+def test_preset_settings_cannot_be_overridden(erm_run):
+    from align.evaluate import evaluate_run
+    from align.evaluation_presets import EvalSettings, resolve_settings
+
+    with pytest.raises(ValueError, match="fixes substrate, metrics"):
+        evaluate_run(erm_run, preset="dre_auc", substrate="mean", metrics=["insertion"])
+    with pytest.raises(ValueError, match="fixes substrate"):
+        resolve_settings("dre_auc", EvalSettings(substrate="mean"))
+    with pytest.raises(KeyError, match="dre_auc"):
+        resolve_settings("dre", EvalSettings())
+    assert resolve_settings(None, EvalSettings(substrate="mean")).substrate == "mean"
+    with pytest.raises(ValueError, match="explain_class"):
+        EvalSettings(explain_class="target")
+    with pytest.raises(ValueError, match="not evaluated: deletion"):
+        evaluate_run(erm_run, metrics=["insertion"], metric_params={"deletion": {"n_steps": 2}})
+    with pytest.raises(ValueError, match="bad parameters"):
+        evaluate_run(erm_run, metrics=["insertion"], metric_params={"insertion": {"steps": 2}})
+    assert not (erm_run / "evaluation.json").exists() and not list(erm_run.glob("*partial*"))
+
+
+def test_evaluate_run_defaults_are_the_settings_defaults():
+    import dataclasses
+    import inspect
+
+    from align.evaluate import evaluate_run
+    from align.evaluation_presets import EvalSettings
+
+    params = inspect.signature(evaluate_run).parameters
+    for f in dataclasses.fields(EvalSettings):
+        assert params[f.name].default == f.default, f.name
+
+
+def test_cli_evaluate_with_the_preset(erm_run, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from align.cli import app
+
+    run = tmp_path / "erm"
+    shutil.copytree(erm_run, run)
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", str(run), "--preset", "dre_auc", "--max-batches", "1",
+                              "--batch-size", "4"])
+    assert res.exit_code == 0, res.output
+    record = json.loads((run / "evaluation-dre_auc.json").read_text())
+    assert record["config"]["substrate"] == "dre_blur" and "dre_auc" in res.output
+    assert not (run / "evaluation.json").exists()
+    bad = runner.invoke(app, ["evaluate", str(run), "--preset", "dre_auc", "--substrate", "mean"])
+    assert bad.exit_code == 2 and "fixes substrate" in bad.output
