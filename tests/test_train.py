@@ -177,3 +177,36 @@ def test_erm_learns_on_the_synthetic_benchmark(tmp_path):
     summary = Trainer(cfg).run()
     assert summary["last"]["val_acc"] > 0.6
     assert summary["last"]["test_acc"] < summary["last"]["val_acc"] - 0.2
+
+
+def test_align_selection_skips_warm_up_checkpoints_and_best_pt_agrees(tiny_synth, tmp_path):
+    """Guidance starts after step 5 (3 + 2 warm-up steps): the step-4 checkpoint is DRE, not ALIGN,
+    and neither selection method nor best.pt may return it, whatever its validation accuracy."""
+    run = tmp_path / "run"
+    summary = Trainer(tiny_config(tiny_synth, run, algorithm="align", hparams=ALIGN_FAST)).run()
+    assert summary["objective_start"] == 5
+    assert [r["step"] for r in _records(run)] == [4, 8, 12]
+    for method in ("training_domain_validation", "last"):
+        assert summary[method]["step"] in (8, 12)
+    best = io.load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["step"] == summary["training_domain_validation"]["step"]
+
+
+def test_selection_considers_only_checkpoints_after_the_warm_up():
+    from align.train.selection import summarize
+
+    proto = {"val_keys": ["a_out"], "test_keys": ["b_in"]}
+    recs = [{"step": s, "acc": {"a_out": v, "b_in": 0.5}} for s, v in ((4, 0.9), (8, 0.6), (12, 0.7))]
+    assert summarize(recs, proto)["training_domain_validation"]["step"] == 4
+    restricted = summarize(recs, proto, objective_start=5)
+    assert restricted["objective_start"] == 5
+    assert restricted["training_domain_validation"]["step"] == 12
+
+
+def test_run_ending_before_guidance_is_refused_before_any_write(tiny_synth, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny_synth, run, algorithm="align",
+                      hparams={**ALIGN_FAST, "warmup_steps": 10, "masker_warmup_steps": 2})
+    with pytest.raises(ValueError, match=r"from step 12 .* has 12 steps"):
+        Trainer(cfg)
+    assert not run.exists()
