@@ -210,3 +210,27 @@ def test_run_ending_before_guidance_is_refused_before_any_write(tiny_synth, tmp_
     with pytest.raises(ValueError, match=r"from step 12 .* has 12 steps"):
         Trainer(cfg)
     assert not run.exists()
+
+
+def test_eval_masks_score_the_masker_against_other_masks_over_training(tiny_synth, tmp_path):
+    """`eval_masks: {cue: DIR}` logs the masker's scores against the cue masks at every evaluation
+    beside those against the object masks; they differ since object and cue are disjoint."""
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny_synth, run, algorithm="align", hparams=ALIGN_FAST,
+                      eval_masks={"cue": str(tiny_synth / "cues")})
+    Trainer(cfg).run()
+    for rec in _records(run):
+        obj, cue = rec["eval"]["masker_coverage"], rec["eval"]["masker_coverage@cue"]
+        assert set(obj) == set(cue) == set(rec["acc"])
+        assert all(obj[k] != cue[k] for k in obj)
+        assert rec["eval"]["masker_area@cue"] == rec["eval"]["masker_area"]  # mask-independent
+
+
+def test_bad_eval_masks_folder_fails_before_any_write(tiny_synth, tmp_path):
+    from align.data.folder import DataError
+
+    run = tmp_path / "run"
+    missing = tmp_path / "nothing"
+    with pytest.raises(DataError, match="nothing"):
+        Trainer(tiny_config(tiny_synth, run, eval_masks={"cue": str(missing)}))
+    assert not run.exists()

@@ -45,6 +45,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     skip_bad_images: bool = False
     verify_images: bool = True  # decode every image before training to catch bad files
+    # Named masks folders scored only at evaluation by the algorithm's eval terms, logged as
+    # TERM@NAME (e.g. {cue: data/cues}: how much of the shortcut ALIGN's masker keeps).
+    eval_masks: dict[str, str] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -64,6 +67,9 @@ class TrainConfig:
             raise ValueError(
                 f"config: 'holdout_fraction' must be in (0, 1), got {self.holdout_fraction}"
             )
+        for name in self.eval_masks:
+            if not str(name).isidentifier():
+                raise ValueError(f"config: 'eval_masks' names must be plain words, got {name!r}")
         if self.protocol == "lodo" and not self.test_domains:
             raise ValueError("config: protocol 'lodo' needs 'test_domains' (--test-domains)")
         if self.protocol == "single_source" and len(self.train_domains) != 1:

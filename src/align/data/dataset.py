@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from PIL import Image
@@ -30,10 +30,13 @@ class ImageDataset(Dataset):
         domain: int64 scalar, domain index into `folder.domains`.
         index: int64 scalar, sample index into `folder.samples`.
         mask: float32 [1, H, W] in [0, 1]; only when `with_masks`.
+        mask@NAME: float32 [1, H, W] in [0, 1] for each folder of `extra_masks` (e.g. the
+            synthetic benchmark's cue masks scored at evaluation), transformed exactly as `mask`.
     """
 
     def __init__(
-        self, folder: DomainFolder, transform: JointTransform, *, with_masks: bool
+        self, folder: DomainFolder, transform: JointTransform, *, with_masks: bool,
+        extra_masks: Mapping[str, DomainFolder] | None = None,
     ) -> None:
         if with_masks:
             if folder.masks_root is None:
@@ -48,6 +51,11 @@ class ImageDataset(Dataset):
         self.folder = folder
         self.transform = transform
         self.with_masks = with_masks
+        self.extra_masks = dict(extra_masks or {})
+        for name, other in self.extra_masks.items():
+            if [x.path for x in other.samples] != [x.path for x in folder.samples]:
+                raise DataError(f"extra masks {name!r} ({other.masks_root}) were matched to "
+                                f"other images than {folder.root}")
 
     def __len__(self) -> int:
         return len(self.folder.samples)
@@ -86,18 +94,12 @@ class ImageDataset(Dataset):
             mask_path = self.folder.mask_file(index)
             assert mask_path is not None  # checked in __init__
             mask = self._decode(load_mask, mask_path, "mask")
-        try:
-            if aug_seed is None:
-                x, m = self.transform(image, mask)
-            else:
-                # Only the CPU generator is forked: seeding via torch.manual_seed would also
-                # reseed (and so disturb) every CUDA generator, which fork_rng(devices=[]) leaves
-                # unrestored.
-                with torch.random.fork_rng(devices=[]):
-                    torch.random.default_generator.manual_seed(aug_seed % 2**63)
-                    x, m = self.transform(image, mask)
-        except DataError as e:
-            raise DataError(f"{image_path}: {e}") from None
+        x, m = self._transform(image, mask, aug_seed, image_path)
+        extra = {}
+        for name, other in self.extra_masks.items():
+            other_mask = self._decode(load_mask, other.mask_file(index), f"mask {name!r}")
+            # Same image, same seed: the same geometric draws, so this mask stays aligned.
+            extra[f"mask@{name}"] = self._transform(image, other_mask, aug_seed, image_path)[1]
         item = {
             "x": x,
             "y": torch.tensor(sample.label, dtype=torch.int64),
@@ -106,4 +108,18 @@ class ImageDataset(Dataset):
         }
         if self.with_masks:
             item["mask"] = m
+        item.update(extra)
         return item
+
+    def _transform(self, image: Image.Image, mask: Image.Image | None, aug_seed: int | None,
+                   image_path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+        try:
+            if aug_seed is None:
+                return self.transform(image, mask)
+            # Only the CPU generator is forked: seeding via torch.manual_seed would also reseed
+            # (and so disturb) every CUDA generator, which fork_rng(devices=[]) leaves unrestored.
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(aug_seed % 2**63)
+                return self.transform(image, mask)
+        except DataError as e:
+            raise DataError(f"{image_path}: {e}") from None

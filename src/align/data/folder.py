@@ -12,6 +12,8 @@ read pixels alike.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 from collections import Counter, defaultdict
@@ -80,6 +82,15 @@ class DomainFolder:
         if s.mask_path is None or self.masks_root is None:
             return None
         return self.masks_root / s.mask_path
+
+    def with_masks(self, masks_root: str | os.PathLike, *, verify: bool = True) -> "DomainFolder":
+        """The same images paired with another masks folder (e.g. evaluation-only masks); every
+        image must have exactly one mask of its own size there, else one `DataError` lists them."""
+        masks_p = Path(masks_root).expanduser().resolve()
+        samples = [Sample(s.path, s.label, s.domain, None) for s in self.samples]
+        samples = _match_masks(samples, masks_p, self.domains)
+        _check_mask_sizes(self.root, masks_p, samples, [None] * len(samples), decode=verify)
+        return dataclasses.replace(self, masks_root=masks_p, samples=samples)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Number of images per domain and class (every class listed, zeros included)."""

@@ -102,6 +102,11 @@ class Trainer:
             config.data, masks_root=config.masks, preset=config.dataset, domains=config.domains,
             skip_bad_images=config.skip_bad_images, verify_images=config.verify_images,
         )
+        # Evaluation-only masks (e.g. cues) are matched now, so a bad folder fails before writing.
+        self.eval_mask_folders = {
+            name: self.folder.with_masks(root, verify=config.verify_images)
+            for name, root in config.eval_masks.items()
+        }
         self.protocol: Protocol = make_protocol(
             config.protocol, self.folder.domains, config.test_domains, config.train_domains
         )
@@ -155,7 +160,8 @@ class Trainer:
     def _loaders(self, start_step: int):
         cfg, masks = self.config, self.folder.masks_root is not None
         train_ds = ImageDataset(self.folder, build_transform(cfg.image_size, train=True, augment=cfg.augment), with_masks=masks)
-        eval_ds = ImageDataset(self.folder, build_transform(cfg.image_size, train=False), with_masks=masks)
+        eval_ds = ImageDataset(self.folder, build_transform(cfg.image_size, train=False),
+                               with_masks=masks, extra_masks=self.eval_mask_folders)
         split = self.protocol.train_split
         train_idx = [self.splits[d][split] for d in self.protocol.train_domains]
         train = make_train_loader(train_ds, train_idx, cfg.batch_size, cfg.seed, start_step,
@@ -200,7 +206,12 @@ class Trainer:
             pred = self.algorithm.predict(x).argmax(1).cpu()
             correct += torch.bincount(keys, (pred == raw["y"]).double(), n_keys)
             count += torch.bincount(keys, minlength=n_keys).double()
-            for name, vals in self.algorithm.eval_terms(x, mask).items():
+            scored = dict(self.algorithm.eval_terms(x, mask))
+            for set_name in self.eval_mask_folders:  # the same scores against other masks
+                other = raw[f"mask@{set_name}"].to(self.device, non_blocking=True)
+                scored.update({f"{k}@{set_name}": v
+                               for k, v in self.algorithm.eval_terms(x, other).items()})
+            for name, vals in scored.items():
                 vals = vals.detach().double().cpu()
                 ok = torch.isfinite(vals)  # NaN marks "no score" (e.g. an empty mask)
                 extra_sum.setdefault(name, torch.zeros(n_keys, dtype=torch.float64))
