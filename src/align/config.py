@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .train.selection import CRITERIA
+
 PROTOCOLS = ("lodo", "single_source", "in_distribution")
 
 
@@ -45,6 +47,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     skip_bad_images: bool = False
     verify_images: bool = True  # decode every image before training to catch bad files
+    selection: str = "training_domain_validation"  # what checkpoints/best.pt holds (train.selection)
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -55,6 +58,9 @@ class TrainConfig:
             raise ValueError("config: 'out' (the run directory) is required")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"config: protocol {self.protocol!r} is not one of {PROTOCOLS}")
+        if self.selection not in CRITERIA:
+            raise ValueError(f"config: selection {self.selection!r} is not one of "
+                             f"{', '.join(CRITERIA)}")
         for key in ("steps", "image_size", "batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config: {key!r} must be >= 1, got {getattr(self, key)}")
