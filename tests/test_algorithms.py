@@ -151,33 +151,42 @@ def test_masker_objective_known_answer():
     assert terms["loss"].item() == pytest.approx(l_dist + 0.2 * sparsity + 0.05 * smooth, rel=1e-6)
 
 
-def test_masker_learns_the_region_a_fixed_classifier_uses():
-    """With no annotation, L_mask alone drives the masker onto the evidence the classifier reads.
+def test_masker_recovers_the_region_a_fixed_classifier_reads_within_the_quickstart_budget():
+    """Known answer for the masker's convergence (issue 12, item 4): with no annotation, L_mask
+    alone drives the masker, at its default hyperparameters, onto exactly the evidence a fixed
+    classifier reads, within the quickstart's masker-only budget (the masker warm-up before
+    guidance starts), at the quickstart's image size and batch size.
 
-    The classifier decides from the top-left quadrant only (its sign); everything else is noise
-    it ignores. After masker-only steps the mask should cover that quadrant and little else.
+    The classifier decides from the sign of a fixed off-centre rectangle (31% of the image);
+    everything else is noise it ignores.
     """
+    from align.quickstart import QUICKSTART_SETTINGS, quickstart_hparams
 
-    class QuadrantClassifier(torch.nn.Module):
+    size, n = QUICKSTART_SETTINGS["image_size"], 3 * QUICKSTART_SETTINGS["batch_size"]
+    budget = quickstart_hparams("align", QUICKSTART_SETTINGS["steps"])["masker_warmup_steps"]
+    region = torch.zeros(size, size, dtype=torch.bool)
+    region[8:40, 16:56] = True
+
+    class RegionClassifier(torch.nn.Module):
         def forward(self, x):
-            s = 6.0 * x[:, 0, :16, :16].mean(dim=(1, 2))
+            s = 6.0 * x[:, 0][:, region].mean(dim=1)
             return torch.stack([-s, s, torch.zeros_like(s)], dim=1)
 
-    algo = _build("align", warmup_steps=0, masker_warmup_steps=10_000, masker_lr=1e-2)
+    algo = _build("align", warmup_steps=0, masker_warmup_steps=10_000)  # masker defaults
     algo.optimizers()  # built before the swap: only the masker's is stepped in masker phases
-    algo.classifier = QuadrantClassifier()
+    algo.classifier = RegionClassifier()
     g = torch.Generator().manual_seed(0)
-    quadrant = torch.zeros(32, 32, dtype=torch.bool)
-    quadrant[:16, :16] = True
-    for step in range(150):
-        y = torch.randint(0, 2, (32,), generator=g)
-        x = torch.randn(32, 3, 32, 32, generator=g)
-        x[:, :, :16, :16] = (2.0 * y - 1.0)[:, None, None, None] + 0.3 * x[:, :, :16, :16]
-        train_step(algo, Batch(x=x, y=y, domain=torch.zeros(32, dtype=torch.long)), step)
+    for step in range(budget):
+        y = torch.randint(0, 2, (n,), generator=g)
+        x = torch.randn(n, 3, size, size, generator=g)
+        signal = (2.0 * y - 1.0)[:, None, None] + 0.3 * x[:, :, region]
+        x[:, :, region] = signal
+        train_step(algo, Batch(x=x, y=y, domain=torch.zeros(n, dtype=torch.long)), step)
     with torch.no_grad():
         m = algo.masker(x)[:, 0]  # [B, H, W]
-    inside, outside = m[:, quadrant].mean().item(), m[:, ~quadrant].mean().item()
-    assert inside > 0.7 and outside < 0.3, (inside, outside)
+    pred = m > 0.5
+    iou = ((pred & region).sum((1, 2)).float() / (pred | region).sum((1, 2)).float()).mean()
+    assert iou >= 0.8, (budget, iou.item(), m[:, region].mean().item(), m[:, ~region].mean().item())
 
 
 def test_masker_iou_eval_term_known_answer():

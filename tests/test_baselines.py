@@ -188,11 +188,13 @@ def test_gradia_loss_composition():
 def test_haics_bce_known_answer():
     cam = torch.tensor([0.25, 0.75]).view(1, 1, 1, 2)
     mask = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2)
-    torch.testing.assert_close(haics_loss(cam, mask, eps=1e-3), torch.tensor(-math.log(0.75)))
-    # an empty-mask sample is left out; a saturated CAM is clamped to eps
+    # the CAM is squashed affinely into [eps, 1 - eps]: 0.75 -> 1e-3 + 0.998 * 0.75 = 0.7495
+    expected = torch.tensor(-math.log(1e-3 + 0.998 * 0.75))
+    torch.testing.assert_close(haics_loss(cam, mask, eps=1e-3), expected)
+    # an empty-mask sample is left out; a saturated CAM becomes eps or 1 - eps
     cam2 = torch.cat([cam, torch.tensor([0.0, 1.0]).view(1, 1, 1, 2)])
     mask2 = torch.cat([mask, torch.zeros(1, 1, 1, 2)])
-    torch.testing.assert_close(haics_loss(cam2, mask2, eps=1e-3), torch.tensor(-math.log(0.75)))
+    torch.testing.assert_close(haics_loss(cam2, mask2, eps=1e-3), expected)
     wrong = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
     torch.testing.assert_close(haics_loss(wrong, mask, eps=1e-3), torch.tensor(-math.log(1e-3)))
 

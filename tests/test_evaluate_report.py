@@ -194,7 +194,10 @@ def test_named_evaluation_against_the_cue_masks(runs, tiny_synth, tmp_path):
         both = (split["metrics"]["energy_pointing_game"]["mean"]
                 + obj["splits"][key]["metrics"]["energy_pointing_game"]["mean"])
         assert both <= 1 + 1e-6
-        assert split["extras"]["masker_iou"]["mean"] != obj["splits"][key]["extras"]["masker_iou"]["mean"]
+        # The soft coverage, not the thresholded IoU: a barely trained masker (initialised near
+        # 0.12) can be below 0.5 everywhere, which gives IoU 0 against both mask sets.
+        assert (split["extras"]["masker_coverage"]["mean"]
+                != obj["splits"][key]["extras"]["masker_coverage"]["mean"])
     # The main file asked for with other masks is recomputed, not returned stale.
     again = evaluate_run(run, masks=tiny_synth / "cues", **kw)
     assert again["config"]["masks"].endswith("cues")

@@ -1,5 +1,6 @@
 """Known answers for the shared loss pieces and the masker."""
 
+import pytest
 import torch
 
 from align.losses import fill_like, resize_mask, same_class_partners, soft_bce, total_variation
@@ -45,6 +46,22 @@ def test_soft_bce_finite_at_saturation():
     loss = soft_bce(pred, torch.tensor([1.0, 0.0, 0.5]))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(pred.grad).all()
+
+
+def test_soft_bce_raises_attention_where_cam_is_zero_and_mask_is_one():
+    """Regression: a clamp to [eps, 1 - eps] gave an exactly zero gradient below eps, so guidance
+    could never raise a CAM pixel that is 0 where the mask is 1 (issue 12, item 3)."""
+    eps = 1e-3
+    pred = torch.tensor([0.0, 5e-4, 1.0, 1.0 - 5e-4, 0.3], requires_grad=True)
+    target = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.3])
+    soft_bce(pred, target, eps=eps, reduction="sum").backward()
+    g = pred.grad
+    assert (g[:2] < 0).all(), g  # descending raises the CAM where the mask is 1
+    assert (g[2:4] > 0).all(), g  # and lowers it where the mask is 0
+    # Known answer at CAM 0, mask 1: d/dp -log(eps + (1 - 2 eps) p) = -(1 - 2 eps) / eps.
+    assert g[0].item() == pytest.approx(-(1 - 2 * eps) / eps, rel=1e-5)
+    assert abs(g[4].item()) < 1e-2  # agreement: (almost) no push
+    assert g.abs().max() <= 1 / eps  # bounded
 
 
 def test_masker_output_and_size():

@@ -50,7 +50,7 @@ def test_val_loss_is_size_weighted_and_picks_another_record_than_the_unweighted_
     assert s["val_loss"]["step"] == 1 and s["val_loss"]["test_acc"] == pytest.approx(0.1)
     assert s["val_loss"]["val_loss"] == pytest.approx(70 / 110)
     assert s["last"]["val_loss"] == pytest.approx(70 / 110)
-    assert list(s) == ["training_domain_validation", "val_loss", "last"]
+    assert list(s) == ["objective_start", "training_domain_validation", "val_loss", "last"]
     assert not CRITERIA["val_loss"].higher_is_better and CRITERIA["training_domain_validation"].higher_is_better
 
 
@@ -62,7 +62,7 @@ def test_records_without_ce_are_skipped_and_old_runs_still_summarise():
     records = io.read_jsonl(GOLDEN / "results.jsonl")
     protocol = json.loads((GOLDEN / "protocol.json").read_text())
     s = summarize(records, protocol)
-    assert "val_loss" not in s and set(s) == {"training_domain_validation", "last"}
+    assert "val_loss" not in s and set(s) == {"objective_start", "training_domain_validation", "last"}
     golden = json.loads((GOLDEN / "summary.json").read_text())
     assert s["training_domain_validation"]["step"] == golden["training_domain_validation"]["step"]
     # ... and a summary table over an old and a new run shows the methods both have.

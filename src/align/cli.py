@@ -209,6 +209,7 @@ def mask_quality(
 
 from .metrics.explanations import EXPLAINERS as _EXPLAINERS  # noqa: E402  (evaluate's choices)
 from .metrics.substrates import SUBSTRATES as _SUBSTRATES  # noqa: E402
+from .evaluation_presets import PRESETS as _PRESETS  # noqa: E402
 
 
 @app.command()
@@ -227,6 +228,9 @@ def evaluate(
         help="Metrics to compute (default: all that the masks allow).")] = None,
     name: Annotated[Optional[str], typer.Option(
         help="Write evaluation-NAME.json instead (e.g. scores against other --masks).")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help=f"A published protocol ({', '.join(_PRESETS.names())}): fixes explainer, substrate "
+             "and metrics; writes evaluation-PRESET.json.")] = None,
 ) -> None:
     """Accuracy and explanation metrics on every test split; writes RUN_DIR/evaluation.json
     (resumable: finished splits of an interrupted evaluation are kept)."""
@@ -239,9 +243,11 @@ def evaluate(
 
     try:
         _EXPLAINERS.get(explainer), _SUBSTRATES.get(substrate)  # before drawing the bar
+        if preset is not None:
+            _PRESETS.get(preset)
         for metric in metrics or []:
             METRICS.get(metric)
-        out_name = evaluation_files(name)[0]
+        out_name = evaluation_files(preset if name is None else name)[0]
         if checkpoint not in ("best", "last"):
             raise ValueError(f"--checkpoint must be best or last, got {checkpoint!r}")
         with eval_progress_bar(f"evaluate {run_dir}", console) as prog:
@@ -249,11 +255,13 @@ def evaluate(
                                   substrate=substrate, max_batches=max_batches,
                                   batch_size=batch_size, device=device, progress=prog,
                                   data=data, masks=masks, overwrite=overwrite,
-                                  metrics=metrics, name=name)
+                                  metrics=metrics, name=name, preset=preset)
     except (ValueError, KeyError, FileNotFoundError, DataError) as e:
         _fail(e)
     splits = record["splits"]
-    table = Table(title=f"{run_dir} (step {record['config']['step']}, {explainer}, {substrate})")
+    cfg = record["config"]
+    title = f"{run_dir} (step {cfg['step']}, {cfg['explainer']}, {cfg['substrate']})"
+    table = Table(title=title if preset is None else f"{title}, preset {preset}")
     table.add_column("")
     for key, s in splits.items():
         table.add_column(f"{key}\n{s['role']}, n={s['n']}", justify="right")

@@ -23,8 +23,9 @@ listed under `skipped_metrics`.
 
 Explanations: the saliency maps scored are `explain(explainer, classifier, x, target=prediction)`:
 by default the classifier's Grad-CAM (at its `cam_layer`) of the class it predicts, upsampled and
-min-max normalised; or a Captum explainer by name. The explained class is also the class whose
-probability the faithfulness metrics track.
+min-max normalised; or a Captum explainer by name. The faithfulness metrics track the probability
+of the predicted class. `explain_class="label"` explains the ground-truth label instead (the
+metrics still track the prediction), as DRE's insertion AUC does.
 
 Sample order: each split is visited in a fixed seeded permutation (`ORDER_SEED`), so `max_batches`
 takes a class-balanced-in-expectation subset (the samples are stored sorted by class) and a smaller
@@ -41,6 +42,10 @@ how the same run is scored against several mask sets, e.g. the synthetic benchma
 (`evaluate_run(run, masks="data/cues", name="cue", metrics=[...localisation...])`): localisation
 against the cue measures how much an explanation rests on the shortcut. `align report` reads only
 `evaluation.json`.
+
+Presets (`align.evaluation_presets.PRESETS`): `preset="dre_auc"` fixes the explainer, substrate,
+metrics, their parameters and the explained class to reproduce a published protocol (here DRE's
+insertion AUC) and writes `evaluation-dre_auc.json` (`name` defaults to the preset's).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ import numpy as np
 import torch
 
 from . import __version__, io
+from .evaluation_presets import EvalSettings, build_metrics, json_metric_params, resolve_settings
 from .train.rundir import RunDir
 
 FORMAT = "align-evaluation"
@@ -67,6 +73,8 @@ PARTIAL_FILE = "evaluation.partial.json"
 ORDER_SEED = 0
 #: Evaluation-config keys that may differ between a partial evaluation and its resumption.
 RESUMABLE_KEYS = {"device"}
+#: Values of config keys that older evaluation files do not have (they were made with these).
+CONFIG_DEFAULTS = {"explain_class": "prediction", "metric_params": {}, "preset": None}
 
 #: progress(split_key, batches_done, batches_total), called after every batch (totals over all
 #: splits; a resumed split counts as done at once).
@@ -111,6 +119,9 @@ def evaluate_run(
     masks: str | Path | None = None,
     overwrite: bool = False,
     name: str | None = None,
+    explain_class: str = "prediction",
+    metric_params: dict[str, dict[str, Any]] | None = None,
+    preset: str | None = None,
 ) -> dict:
     """Evaluate `run_dir`'s `checkpoint` on its test splits; write and return evaluation.json.
 
@@ -129,7 +140,13 @@ def evaluate_run(
             else dataset.json's resolved paths).
         overwrite: recompute even if evaluation.json exists with the same config.
         name: write `evaluation-<name>.json` instead of `evaluation.json` (e.g. scores against
-            another mask root, kept beside the main evaluation).
+            another mask root, kept beside the main evaluation); default: the preset's name.
+        explain_class: "prediction" (default) or "label": the class the explainer explains.
+            The faithfulness metrics track the prediction either way.
+        metric_params: {metric: {keyword: value}} passed to the metrics' constructors, e.g.
+            {"insertion": {"n_steps": 28}}; each name must be among the metrics evaluated.
+        preset: a name in `align.evaluation_presets.PRESETS` (e.g. "dre_auc"): fixes explainer,
+            substrate, metrics, metric_params and explain_class, which must then be left out.
     Returns:
         The evaluation record: {"format", "version", "config", "run", "splits": {key: {...}}}.
     """
@@ -137,7 +154,11 @@ def evaluate_run(
     from .metrics import EXPLAINERS, METRICS, SUBSTRATES
 
     rd = RunDir(run_dir)
-    final_name, partial_name = evaluation_files(name)
+    settings = resolve_settings(preset, EvalSettings(
+        explainer=explainer, substrate=substrate, metrics=metrics, explain_class=explain_class,
+        metric_params=metric_params))
+    explainer, substrate, metrics = settings.explainer, settings.substrate, settings.metrics
+    final_name, partial_name = evaluation_files(preset if name is None else name)
     EXPLAINERS.get(explainer)  # a KeyError that names the choices, before any work
     SUBSTRATES.get(substrate)
     if max_batches is not None and max_batches < 1:
@@ -148,11 +169,14 @@ def evaluate_run(
     run = load_run(rd.path, checkpoint=checkpoint, device=device)
     folder = rebuild_folder(rd, cfg, data, masks)
     names = _metric_names(metrics, METRICS, has_masks=folder.masks_root is not None)
+    params = json_metric_params(settings.metric_params)
+    build_metrics(names, substrate, params)  # bad parameters fail here, before any work
     config = {
         "checkpoint": checkpoint, "step": run.step, "explainer": explainer,
         "substrate": substrate, "metrics": names, "max_batches": max_batches,
         "batch_size": batch_size, "order_seed": ORDER_SEED, "device": device,
         "masks": None if folder.masks_root is None else str(Path(folder.masks_root).resolve()),
+        "explain_class": settings.explain_class, "metric_params": params, "preset": preset,
     }
     final, partial = rd / final_name, rd / partial_name
     if final.is_file() and not overwrite:
@@ -183,7 +207,8 @@ def _read_json(path: Path) -> dict:
 
 def _same_config(old: dict, new: dict) -> bool:
     keys = (set(old) | set(new)) - RESUMABLE_KEYS
-    return all(old.get(k) == new.get(k) for k in keys)
+    return all(old.get(k, CONFIG_DEFAULTS.get(k)) == new.get(k, CONFIG_DEFAULTS.get(k))
+               for k in keys)
 
 
 def _resume(partial: Path, config: dict) -> dict:
@@ -265,6 +290,7 @@ def _evaluate_splits(rd, run, folder, cfg, protocol, record, names, progress, pa
         n_batches = math.ceil(len(indices) / bs)
         plan.append((key, role, indices, n_batches if cap is None else min(cap, n_batches)))
     total = sum(p[3] for p in plan)
+    metrics = build_metrics(names, config["substrate"], config["metric_params"])
     done_batches = 0
     for key, role, indices, n_batches in plan:
         if key in record["splits"]:  # finished before an interruption
@@ -276,7 +302,7 @@ def _evaluate_splits(rd, run, folder, cfg, protocol, record, names, progress, pa
         t0 = time.time()
         acc = _SplitAccumulator()
         for raw in loader:
-            acc.add(*_score_batch(run, raw, config, names))
+            acc.add(*_score_batch(run, raw, config, metrics))
             done_batches += 1
             if progress:
                 progress(key, done_batches, total)
@@ -288,9 +314,9 @@ def _evaluate_splits(rd, run, folder, cfg, protocol, record, names, progress, pa
         io.write_json(partial, record)
 
 
-def _score_batch(run, raw: dict, config: dict, names: list[str]):
+def _score_batch(run, raw: dict, config: dict, metrics: dict):
     """Correct predictions [B], {metric: MetricResult}, {eval term: values [B]} for one batch."""
-    from .metrics import METRICS, explain
+    from .metrics import explain
 
     dev = next(run.algorithm.parameters()).device
     model = run.algorithm.classifier
@@ -299,11 +325,11 @@ def _score_batch(run, raw: dict, config: dict, names: list[str]):
     mask = None if mask is None else mask.to(dev)
     with torch.no_grad():
         pred = run.algorithm.predict(x).argmax(1)
-    saliency = explain(config["explainer"], model, x, target=pred)
+    explained = pred if config["explain_class"] == "prediction" else raw["y"].to(dev)
+    saliency = explain(config["explainer"], model, x, target=explained)
     results = {}
-    for name in names:
-        cls = METRICS.get(name)
-        metric = cls(substrate=config["substrate"]) if cls.category == "faithfulness" else cls()
+    for name, metric in metrics.items():
+        # The tracked class is the prediction whatever is explained (DRE tracks the argmax too).
         results[name] = metric(model=model, x=x, saliency=saliency, target=pred, gt_mask=mask)
     with torch.no_grad():
         extra = run.algorithm.eval_terms(x, mask)

