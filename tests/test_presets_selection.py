@@ -18,7 +18,7 @@ from align.algorithms import ALGORITHMS
 from align.cli import app
 from align.config import FIELDS, TrainConfig, make_config
 from align.hparams import resolve
-from align.presets import PRESETS
+from align.training_presets import PRESETS
 from align.train.loop import Trainer
 from align.train.rundir import RunDir
 from align.train.selection import CRITERIA, lowest_val_loss, summarize, val_loss

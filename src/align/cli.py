@@ -10,7 +10,7 @@ from rich.console import Console
 
 from .algorithms import ALGORITHMS
 from .config import PROTOCOLS
-from .presets import PRESETS
+from .training_presets import PRESETS as TRAINING_PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ALIGN and explanation-guided learning baselines (arXiv 2511.06944).")
@@ -59,7 +59,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Seed (split, data order, init).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML/JSON file with any other config key.")] = None,
     preset: Annotated[Optional[str], typer.Option(
-        help=f"Training preset: {', '.join(PRESETS.names())} (its settings < --config < flags).")] = None,
+        help=f"Training preset: {', '.join(TRAINING_PRESETS.names())} (its settings < --config < flags).")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="resnet18 | resnet50 | smallcnn.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
     skip_bad_images: Annotated[Optional[bool], typer.Option(help="Skip unreadable images (reported).")] = None,

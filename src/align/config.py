@@ -2,7 +2,7 @@
 
 Every field has a default and a one-line help; a config file may set any field (and the
 algorithm's hyperparameters under `hparams:`); unknown keys are errors that name the key.
-Precedence: defaults < a named preset (`align.presets`) < config file < CLI flags.
+Precedence: defaults < a named preset (`align.training_presets`) < config file < CLI flags.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .presets import PRESETS
+from .training_presets import PRESETS as TRAINING_PRESETS
 from .train.selection import CRITERIA
 
 PROTOCOLS = ("lodo", "single_source", "in_distribution")
@@ -64,9 +64,9 @@ class TrainConfig:
         if self.selection not in CRITERIA:
             raise ValueError(f"config: selection {self.selection!r} is not one of "
                              f"{', '.join(CRITERIA)}")
-        if self.preset is not None and self.preset not in PRESETS:
+        if self.preset is not None and self.preset not in TRAINING_PRESETS:
             raise ValueError(f"config: preset {self.preset!r} is not one of "
-                             f"{', '.join(PRESETS.names())}")
+                             f"{', '.join(TRAINING_PRESETS.names())}")
         for key in ("steps", "image_size", "batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config: {key!r} must be >= 1, got {getattr(self, key)}")
@@ -134,7 +134,7 @@ def make_config(file: str | Path | None = None, *, preset: str | None = None,
     name = preset or from_file.get("preset")
     values: dict[str, Any] = {}
     if name:
-        _merge(values, PRESETS.get(name).values())
+        _merge(values, TRAINING_PRESETS.get(name).values())
         values["preset"] = name
     _merge(values, {k: v for k, v in from_file.items() if k != "preset"})
     for k, v in overrides.items():

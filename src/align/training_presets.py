@@ -2,8 +2,9 @@
 
 A preset is a partial `TrainConfig`, each value with its source. Precedence:
 defaults < preset < config file < CLI flags / keyword overrides (`config.make_config`); `hparams`
-merge key by key. The run's `config.json` records the preset's name. (Dataset layouts are another
-registry: `align.data.presets`.)
+merge key by key. The run's `config.json` records the preset's name. (Other registries of
+presets: dataset layouts in `align.data.presets`, evaluation protocols in
+`align.evaluation_presets`.)
 
 `dre` and `align` carry DRE's `dre/train.py` (github.com/tangli-udel/DRE), checked line by line:
 
