@@ -6,7 +6,7 @@ Example (a notebook)::
     summary = align.train(data="data/synth/images", masks="data/synth/masks", out="runs/erm",
                           algorithm="erm", test_domains=["sketch"], backbone="smallcnn",
                           pretrained=None, image_size=64, steps=300)
-    run = align.load_run("runs/erm")            # best checkpoint by training-domain validation
+    run = align.load_run("runs/erm")            # best checkpoint by the run's selection criterion
     logits = run.predict(images)                # images: [B, 3, H, W], normalised
 """
 
@@ -27,13 +27,16 @@ from .train.rundir import RunDir
 
 
 def train(config: TrainConfig | None = None, *, config_file: str | None = None,
-          progress: Progress | None = None, **overrides: Any) -> dict:
+          preset: str | None = None, progress: Progress | None = None, **overrides: Any) -> dict:
     """Train (or resume) a run; returns its summary (see `train.selection.summarize`).
 
-    Pass a `TrainConfig`, or keyword overrides of its fields (plus an optional config file).
+    Pass a `TrainConfig`, or keyword overrides of its fields (plus an optional config file and a
+    named preset, e.g. `preset="dre"`; precedence: defaults < preset < file < overrides).
     """
     if config is None:
-        config = make_config(config_file, **overrides)
+        config = make_config(config_file, preset=preset, **overrides)
+    elif config_file is not None or preset is not None or overrides:
+        raise ValueError("pass either a TrainConfig or config_file / preset / overrides, not both")
     return Trainer(config, progress).run()
 
 

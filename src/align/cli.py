@@ -10,6 +10,7 @@ from rich.console import Console
 
 from .algorithms import ALGORITHMS
 from .config import PROTOCOLS
+from .training_presets import PRESETS as TRAINING_PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ALIGN and explanation-guided learning baselines (arXiv 2511.06944).")
@@ -57,6 +58,8 @@ def train(
     steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed (split, data order, init).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML/JSON file with any other config key.")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help=f"Training preset: {', '.join(TRAINING_PRESETS.names())} (its settings < --config < flags).")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="resnet18 | resnet50 | smallcnn.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
     skip_bad_images: Annotated[Optional[bool], typer.Option(help="Skip unreadable images (reported).")] = None,
@@ -69,7 +72,7 @@ def train(
 
     try:
         cfg = make_config(
-            config, data=str(data) if data else None, out=str(out) if out else None,
+            config, preset=preset, data=str(data) if data else None, out=str(out) if out else None,
             masks=str(masks) if masks else None, dataset=dataset, algorithm=algorithm,
             protocol=protocol, test_domains=test_domains or None,
             train_domains=train_domains or None, steps=steps, seed=seed, backbone=backbone,
@@ -212,7 +215,7 @@ from .evaluation_presets import PRESETS as _PRESETS  # noqa: E402
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (from `align train`).")],
-    checkpoint: Annotated[str, typer.Option(help="best (training-domain validation) | last.")] = "best",
+    checkpoint: Annotated[str, typer.Option(help="best (the run's `selection`) | last.")] = "best",
     explainer: Annotated[str, typer.Option(help=f"One of: {', '.join(_EXPLAINERS.names())}.")] = "gradcam",
     substrate: Annotated[str, typer.Option(help=f"Removed pixels become: {' | '.join(_SUBSTRATES.names())}.")] = "blur",
     max_batches: Annotated[Optional[int], typer.Option(help="At most N batches per split (default: all).")] = None,

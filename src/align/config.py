@@ -2,6 +2,7 @@
 
 Every field has a default and a one-line help; a config file may set any field (and the
 algorithm's hyperparameters under `hparams:`); unknown keys are errors that name the key.
+Precedence: defaults < a named preset (`align.training_presets`) < config file < CLI flags.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .training_presets import PRESETS as TRAINING_PRESETS
+from .train.selection import CRITERIA
 
 PROTOCOLS = ("lodo", "single_source", "in_distribution")
 
@@ -48,6 +52,8 @@ class TrainConfig:
     # Named masks folders scored only at evaluation by the algorithm's eval terms, logged as
     # TERM@NAME (e.g. {cue: data/cues}: how much of the shortcut ALIGN's masker keeps).
     eval_masks: dict[str, str] = field(default_factory=dict)
+    selection: str = "training_domain_validation"  # what checkpoints/best.pt holds (train.selection)
+    preset: str | None = None  # the training preset applied (align.training_presets), recorded for the record
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -58,6 +64,12 @@ class TrainConfig:
             raise ValueError("config: 'out' (the run directory) is required")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"config: protocol {self.protocol!r} is not one of {PROTOCOLS}")
+        if self.selection not in CRITERIA:
+            raise ValueError(f"config: selection {self.selection!r} is not one of "
+                             f"{', '.join(CRITERIA)}")
+        if self.preset is not None and self.preset not in TRAINING_PRESETS:
+            raise ValueError(f"config: preset {self.preset!r} is not one of "
+                             f"{', '.join(TRAINING_PRESETS.names())}")
         for key in ("steps", "image_size", "batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config: {key!r} must be >= 1, got {getattr(self, key)}")
@@ -107,12 +119,33 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults < config file < explicit overrides (None overrides are ignored)."""
-    values: dict[str, Any] = read_config_file(file) if file else {}
+def _merge(values: dict[str, Any], new: dict[str, Any]) -> None:
+    """`values` updated by `new` in place; `hparams` merge key by key."""
+    for k, v in new.items():
+        if k == "hparams" and isinstance(v, dict) and isinstance(values.get(k), dict):
+            values[k] = {**values[k], **v}
+        else:
+            values[k] = v
+
+
+def make_config(file: str | Path | None = None, *, preset: str | None = None,
+                **overrides: Any) -> TrainConfig:
+    """Defaults < preset < config file < explicit overrides (None overrides are ignored).
+
+    The preset is `preset`, else the config file's `preset` key (so a run's config.json, which
+    records its preset, resolves to the same configuration). Unknown preset: KeyError naming the
+    known ones.
+    """
+    from_file: dict[str, Any] = read_config_file(file) if file else {}
+    name = preset or from_file.get("preset")
+    values: dict[str, Any] = {}
+    if name:
+        _merge(values, TRAINING_PRESETS.get(name).values())
+        values["preset"] = name
+    _merge(values, {k: v for k, v in from_file.items() if k != "preset"})
     for k, v in overrides.items():
         if k not in FIELDS:
             raise ValueError(f"unknown config key {k!r}")
         if v is not None:
-            values[k] = v
+            _merge(values, {k: v})
     return TrainConfig(**values).validate()

@@ -127,7 +127,7 @@ def evaluate_run(
 
     Args:
         run_dir: a run directory (see `align.train.rundir`).
-        checkpoint: "best" (training-domain validation) or "last".
+        checkpoint: "best" (chosen by the run's `selection`) or "last".
         explainer: a name in `align.metrics.EXPLAINERS` ("gradcam", "input_gradient",
             "integrated_gradients").
         substrate: what removed pixels become in the faithfulness metrics ("blur", "mean", "zero").

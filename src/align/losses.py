@@ -62,6 +62,24 @@ def same_class_partners(y: torch.Tensor) -> torch.Tensor:
     return partners
 
 
+def same_class_permutation(y: torch.Tensor) -> torch.Tensor:
+    """A uniformly random permutation within each class, [B] -> [B] partner indices.
+
+    DRE's pairing (`dre/mixuploss.py`: `randperm` of each class's samples): sample i is paired with
+    `partner[i]`, of the same class, and may be paired with itself. Vectorised: two independent
+    random orders grouped by class (a random shuffle, then a stable sort by label) are laid side
+    by side, so the k-th sample of class c in the first is paired with the k-th in the second.
+    """
+    def grouped_random_order() -> torch.Tensor:
+        shuffle = torch.randperm(y.numel(), device=y.device)
+        return shuffle[torch.sort(y[shuffle], stable=True).indices]
+
+    src, dst = grouped_random_order(), grouped_random_order()
+    partners = torch.empty_like(src)
+    partners[src] = dst
+    return partners
+
+
 def soft_bce(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6,
              reduction: str = "mean") -> torch.Tensor:
     """Binary cross-entropy between maps `pred` and `target` [B, 1, h, w] (any equal shapes) in

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 
 from .report.tables import comparison_table, masker_iou_table
 from .train.loop import Progress
+from .train.selection import SELECTION_METHODS
 
 
 @contextmanager
@@ -35,9 +36,12 @@ def progress_bar(total: int, label: str, console: Console | None = None) -> Iter
 
 
 def print_summary(console: Console, runs: dict[str, tuple[dict, dict]]) -> None:
-    """Print per-domain tables under both model-selection methods."""
-    for method in ("training_domain_validation", "last"):
-        console.print(comparison_table(runs, title=f"accuracy (model selection: {method})", method=method))
+    """Print per-domain tables under every model-selection method that all runs report (runs
+    written before `val_loss` existed have no entry for it)."""
+    for method in SELECTION_METHODS:
+        if all(method in summary for summary, _ in runs.values()):
+            console.print(comparison_table(runs, title=f"accuracy (model selection: {method})",
+                                           method=method))
     iou = masker_iou_table(runs)
     if iou is not None:
         console.print(iou)

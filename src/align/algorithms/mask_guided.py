@@ -11,8 +11,9 @@ the label at the backbone's last block, min-max normalised per sample.
 Departures shared by all four (see docs/baselines.md):
 
 - GRADIA's and RES's code build the CAM with a `backward()` whose gradients are constants, so only
-  the activations carry the explanation loss's gradient; like DRE and ALIGN here, we also
-  differentiate through the Grad-CAM channel weights (second-order autograd).
+  the activations carry the explanation loss's gradient; we also differentiate through the
+  Grad-CAM channel weights (second-order autograd). (DRE and ALIGN here keep DRE's constant
+  weights by default, `cam_weight_grad`.)
 - Their code normalises the raw CAM (no ReLU) by min-max; so do we by default (`cam_relu`).
 - A sample whose mask is empty has no annotation and is left out of `L_exp` (their code skips
   images without a human label).

@@ -213,6 +213,7 @@ def gradcam_from_features(
     target: Tensor | int | None = None,
     *,
     create_graph: bool = False,
+    constant_weights: bool = False,
     relu: bool = True,
     normalize: bool = True,
     upsample: tuple[int, int] | None = None,
@@ -232,6 +233,11 @@ def gradcam_from_features(
         create_graph (bool, optional): keep the map differentiable w.r.t. the parameters
             (second-order autograd); needed when the map enters a loss. With ``False`` the map is
             returned detached. Default: ``False``.
+        constant_weights (bool, optional): with ``create_graph``, treat the channel weights
+            ``alpha_c`` as constants: the map stays differentiable through the activations ``A``
+            only and no second-order graph is built. This is what Captum's ``LayerGradCam``
+            gives inside a loss (its gradients come from ``torch.autograd.grad`` without
+            ``create_graph``), hence DRE's, GRADIA's and RES's Grad-CAM losses. Default: ``False``.
         relu (bool, optional): see :func:`cam_from_activations`. Default: ``True``.
         normalize (bool, optional): apply :func:`normalize_cam`. Default: ``True``.
         upsample (tuple[int, int], optional): bilinearly resize the map to this ``(H, W)``
@@ -254,7 +260,8 @@ def gradcam_from_features(
         # Summing the per-sample logits gives each sample its own gradient in one backward
         # pass (see the module docstring for when samples are independent).
         (grads,) = torch.autograd.grad(
-            selected.sum(), features, create_graph=create_graph, retain_graph=retain
+            selected.sum(), features, create_graph=create_graph and not constant_weights,
+            retain_graph=retain,
         )
         # Without create_graph the gradients are constants; detaching the activations too
         # keeps the map (and its small graph) from pinning the forward graph.

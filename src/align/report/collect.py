@@ -19,8 +19,10 @@ from ..evaluate import EVALUATION_FILE
 #: table), paths and machine settings. Every other key (hparams included) does.
 NOT_VARIANT = {
     "out", "seed", "test_domains", "train_domains", "protocol", "data", "domains", "dataset",
-    "device", "num_workers", "eval_batch_size", "verify_images", "skip_bad_images",
+    "device", "num_workers", "eval_batch_size", "verify_images", "skip_bad_images", "preset",
 }
+#: What a run selects when its config.json predates the `selection` key.
+DEFAULT_SELECTION = "training_domain_validation"
 REQUIRED = ("config.json", "protocol.json", "summary.json")
 
 
@@ -48,6 +50,16 @@ class RunRecord:
         return self.config["seed"]
 
     @property
+    def selection(self) -> str:
+        """The run's selection criterion: the one its best.pt (hence evaluation.json) follows."""
+        return self.config.get("selection", DEFAULT_SELECTION)
+
+    @property
+    def selected(self) -> dict:
+        """summary.json's entry for the run's own selection criterion."""
+        return self.summary[self.selection]
+
+    @property
     def has_checkpoint(self) -> bool:
         return (self.path / "checkpoints" / "best.pt").is_file()
 
@@ -59,6 +71,7 @@ class RunRecord:
     def variant(self) -> dict:
         """Flattened config that identifies the method (hparams by their own names)."""
         out = {k: v for k, v in self.config.items() if k not in NOT_VARIANT and k != "hparams"}
+        out.setdefault("selection", DEFAULT_SELECTION)
         out.update(self.config.get("hparams", {}))
         return out
 
@@ -116,8 +129,9 @@ def load_run_record(path: str | Path) -> RunRecord:
     if not run.is_dir():
         raise RunDirError(f"{run}: not a directory")
     config, protocol, summary = (_read(run, n) for n in REQUIRED)
-    if "training_domain_validation" not in summary:
-        raise RunDirError(f"{run}/summary.json has no 'training_domain_validation' entry")
+    selection = config.get("selection", DEFAULT_SELECTION)
+    if selection not in summary:
+        raise RunDirError(f"{run}/summary.json has no {selection!r} entry (the run's selection)")
     results = _read(run, "results.jsonl") if (run / "results.jsonl").is_file() else []
     evaluation = _read(run, EVALUATION_FILE) if (run / EVALUATION_FILE).is_file() else None
     return RunRecord(run, config, protocol, summary, results, evaluation)

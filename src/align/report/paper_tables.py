@@ -3,9 +3,11 @@
 Per setting (see `collect`), rows are methods and:
 
 - accuracy, in-distribution and out-of-distribution: columns = domains + avg. Accuracies come from
-  summary.json under training-domain validation (all samples of each split). In-domain is the
-  test split for `in_distribution` and the training domains' `out` (validation) split otherwise;
-  out-of-distribution is each held-out domain's test split;
+  summary.json under the run's own selection (config `selection`: training-domain validation
+  unless set, e.g. `val_loss` for the dre/align presets; the checkpoint `align evaluate` scores
+  by default), over all samples of each split. In-domain is the test split for `in_distribution`
+  and the training domains' `out` (validation) split otherwise; out-of-distribution is each
+  held-out domain's test split;
 - explanation metrics, in- and out-of-distribution: columns = every metric of the runs'
   evaluation.json (plus the masker's IoU for ALIGN), each averaged over the domains of that role;
 - one per-domain table (columns = domains + avg) per metric and role, when a role has more
@@ -136,7 +138,7 @@ def _table(setting: Setting, key: str, title: str, per_run: PerRun, order: list[
 # ------------------------------------------------------------------ per-run extractors
 def _accuracy(role: str) -> PerRun:
     def per_run(run: RunRecord):
-        acc = run.summary["training_domain_validation"]["acc"]
+        acc = run.selected["acc"]
         for k, r in eval_splits(run.protocol):
             if r == role and k in acc:
                 yield k.rsplit("_", 1)[0], acc[k]

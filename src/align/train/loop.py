@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .. import io
 from ..algorithms import Algorithm, Batch, build_algorithm
@@ -30,7 +31,7 @@ from ..data.transforms import build_transform
 from ..hparams import seed_hash
 from .protocols import Protocol, make_protocol
 from .rundir import RunDir, environment
-from .selection import summarize
+from .selection import CRITERIA, summarize
 
 
 class NonFiniteLoss(RuntimeError):
@@ -129,7 +130,7 @@ class Trainer:
                 "and masker_warmup_steps)"
             )
         self.resolved = {**config.to_dict(), "hparams": self.algorithm.hparams}
-        self.resuming = self.run_dir.check_compatible(self.resolved)
+        self.resuming = self.run_dir.check_compatible(self.resolved, defaults=TrainConfig().to_dict())
         self.splits = self._load_or_make_splits()
         # Dataset domain index -> position among the training domains (-1: not a training domain).
         self.domain_lut = torch.full((len(self.folder.domains),), -1, dtype=torch.long)
@@ -190,11 +191,13 @@ class Trainer:
         return train_step(self.algorithm, batch, step)
 
     @torch.no_grad()
-    def evaluate(self, loader) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """Accuracy of every evaluated split, and the algorithm's extra scores per split."""
+    def evaluate(self, loader) -> dict[str, dict]:
+        """Per evaluated split: accuracy ("acc"), mean cross-entropy ("ce"), sample count ("n"),
+        and the algorithm's extra scores ("eval", per score name). Keyed as in `results.jsonl`."""
         self.algorithm.eval()
         n_keys = len(self.eval_keys)
         correct = torch.zeros(n_keys, dtype=torch.float64)
+        ce_sum = torch.zeros(n_keys, dtype=torch.float64)
         count = torch.zeros(n_keys, dtype=torch.float64)
         extra_sum: dict[str, torch.Tensor] = {}
         extra_cnt: dict[str, torch.Tensor] = {}
@@ -203,8 +206,11 @@ class Trainer:
             mask = raw.get("mask")
             mask = None if mask is None else mask.to(self.device, non_blocking=True)
             keys = self.key_of[raw["index"]]
-            pred = self.algorithm.predict(x).argmax(1).cpu()
+            logits = self.algorithm.predict(x)
+            pred = logits.argmax(1).cpu()
             correct += torch.bincount(keys, (pred == raw["y"]).double(), n_keys)
+            ce = F.cross_entropy(logits.float(), raw["y"].to(logits.device), reduction="none")
+            ce_sum += torch.bincount(keys, ce.double().cpu(), n_keys)
             count += torch.bincount(keys, minlength=n_keys).double()
             scored = dict(self.algorithm.eval_terms(x, mask))
             for set_name in self.eval_mask_folders:  # the same scores against other masks
@@ -218,16 +224,18 @@ class Trainer:
                 extra_cnt.setdefault(name, torch.zeros(n_keys, dtype=torch.float64))
                 extra_sum[name] += torch.bincount(keys[ok], vals[ok], n_keys)
                 extra_cnt[name] += torch.bincount(keys[ok], minlength=n_keys).double()
-        acc = {k: float(correct[i] / count[i]) for i, k in enumerate(self.eval_keys) if count[i] > 0}
+        seen = [(i, k) for i, k in enumerate(self.eval_keys) if count[i] > 0]
         extra = {
             name: {k: float(extra_sum[name][i] / extra_cnt[name][i])
                    for i, k in enumerate(self.eval_keys) if extra_cnt[name][i] > 0}
             for name in extra_sum
         }
-        return acc, extra
+        return {"acc": {k: float(correct[i] / count[i]) for i, k in seen},
+                "ce": {k: float(ce_sum[i] / count[i]) for i, k in seen},
+                "n": {k: int(count[i]) for i, k in seen}, "eval": extra}
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self, step: int, best_val: float) -> None:
+    def _checkpoint(self, step: int, best_val: float | None) -> None:
         state = {
             "step": step,
             "algorithm": self.algorithm.state_dict(),
@@ -239,10 +247,11 @@ class Trainer:
         }
         io.save_checkpoint(self.run_dir.last_ckpt, state)
 
-    def _restore(self) -> tuple[int, float, list[dict]]:
-        """Load the last checkpoint, if any: (start step, best validation accuracy, records)."""
+    def _restore(self) -> tuple[int, float | None, list[dict]]:
+        """Load the last checkpoint, if any: (start step, best score of the selection criterion
+        so far or None, records)."""
         if not self.run_dir.last_ckpt.exists():
-            return 0, float("-inf"), self.run_dir.truncate_results(-1)
+            return 0, None, self.run_dir.truncate_results(-1)
         state = io.load_checkpoint(self.run_dir.last_ckpt, map_location=self.device)
         self.algorithm.load_state_dict(state["algorithm"])
         for k, opt in self.algorithm.optimizers().items():
@@ -262,6 +271,7 @@ class Trainer:
         self._write_run_files()
         (rd.path / "done").unlink(missing_ok=True)  # training further (more steps): not done yet
         start, best_val, records = self._restore()
+        criterion = CRITERIA[cfg.selection]
         train_loader, eval_loader = self._loaders(start)
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
@@ -274,16 +284,19 @@ class Trainer:
                 counts[k] = counts.get(k, 0) + 1
             self.progress.on_step(step, terms)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                acc, extra = self.evaluate(eval_loader)
+                ev = self.evaluate(eval_loader)
                 record = {
                     "step": step + 1,
                     "losses": {k: float(v) / counts[k] for k, v in sums.items()},
-                    "acc": acc, "eval": extra, "seconds": round(time.time() - t0, 3),
+                    "acc": ev["acc"], "ce": ev["ce"], "n": ev["n"], "eval": ev["eval"],
+                    "seconds": round(time.time() - t0, 3),
                 }
-                val = sum(acc[k] for k in self.protocol.val_keys()) / len(self.protocol.val_keys())
-                # best.pt agrees with selection.summarize: warm-up checkpoints are no candidates.
-                if step + 1 > self.objective_start and val > best_val:
-                    best_val = val
+                # best.pt follows the configured criterion (accuracy: higher; val_loss: lower)
+                # and agrees with selection.summarize: warm-up checkpoints are no candidates.
+                score = criterion.score(record, self.protocol.val_keys())
+                if (step + 1 > self.objective_start and score is not None
+                        and criterion.better(score, best_val)):
+                    best_val = score
                     io.save_checkpoint(rd.best_ckpt, {"step": step + 1, "algorithm": self.algorithm.state_dict()})
                 self._checkpoint(step + 1, best_val)  # checkpoint first, then the record
                 io.append_jsonl(rd.results, record)

@@ -6,10 +6,13 @@
       dataset.json     domains, classes, counts, skipped files
       protocol.json    train/test domains, selection and test keys
       splits.json      every domain's split as relative file paths (auditable, reproducible)
-      results.jsonl    one line per evaluation: step, mean loss terms, accuracy per split, extras
+      results.jsonl    one line per evaluation: step, mean loss terms, accuracy, mean cross-entropy
+                       and sample count per split, extras
       checkpoints/last.pt   everything needed to resume (networks, optimisers, RNG, step)
-      checkpoints/best.pt   weights chosen by training-domain validation
-      summary.json     per selection method: chosen step, validation and test accuracy
+      checkpoints/best.pt   weights chosen by the config's `selection` (training-domain validation
+                            by default; `val_loss`: lowest validation cross-entropy)
+      summary.json     per selection method: chosen step, validation and test accuracy (and
+                       validation loss where recorded)
       done             written last
 """
 
@@ -58,8 +61,12 @@ class RunDir:
         return json.loads(p.read_text())
 
     # ---- lifecycle
-    def check_compatible(self, config: dict) -> bool:
-        """True if this is an existing run of the same config (to resume); error if it differs."""
+    def check_compatible(self, config: dict, defaults: dict | None = None) -> bool:
+        """True if this is an existing run of the same config (to resume); error if it differs.
+
+        A key that the old config.json lacks (a field added since it was written, e.g.
+        `selection`) counts as its value in `defaults`, i.e. what the old run did.
+        """
         if not self.path.exists() or not any(self.path.iterdir()):
             return False
         cfg = self.path / "config.json"
@@ -68,7 +75,7 @@ class RunDir:
                 f"{self.path} exists and is not an align run directory (no config.json); "
                 "choose another --out"
             )
-        old = json.loads(cfg.read_text())
+        old = {**(defaults or {}), **json.loads(cfg.read_text())}
         diff = sorted(
             k for k in set(old) | set(config)
             if k not in RESUMABLE_KEYS and old.get(k) != config.get(k)
