@@ -270,7 +270,10 @@ def training_figure(method: Method, setting: Setting, out_dir: Path
     if not runs:
         return None, [f"training curves of {method.label} skipped: empty results.jsonl"]
     terms = list(dict.fromkeys(k for r in runs for rec in r.results for k in rec.get("losses", {})))
-    panels = terms + ["validation accuracy"]
+    # Evaluation scores (ALIGN: the masker's area, IoU and coverage of the object, and of the
+    # cue where `eval_masks` has one), averaged over the validation splits like the accuracy.
+    scores = list(dict.fromkeys(k for r in runs for rec in r.results for k in rec.get("eval", {})))
+    panels = terms + [f"eval: {k}" for k in scores] + ["validation accuracy"]
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig = _figure(3.0 * ncols, 2.4 * nrows + 0.3)
@@ -281,10 +284,18 @@ def training_figure(method: Method, setting: Setting, out_dir: Path
         for ax, term in zip(axes, panels):
             if term == "validation accuracy":
                 ys = [np.mean([rec["acc"][v] for v in val_keys]) for rec in run.results]
+            elif term.startswith("eval: "):
+                name = term.removeprefix("eval: ")
+                ys = [np.mean([rec.get("eval", {}).get(name, {}).get(v, np.nan) for v in val_keys])
+                      for rec in run.results]
             else:
                 ys = [rec.get("losses", {}).get(term, np.nan) for rec in run.results]
             ax.plot(steps, ys, marker=".", color=_color(k), label=run.name())
+    # Where the warm-up ends (ALIGN: guidance starts); selection never picks a step before it.
+    starts = {r.summary.get("objective_start", 0) for r in runs}
     for ax, term in zip(axes, panels):
+        for start in sorted(starts - {0}):
+            ax.axvline(start, color="grey", linestyle="--", linewidth=0.8)
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -295,6 +306,8 @@ def training_figure(method: Method, setting: Setting, out_dir: Path
     fig.axes[0].legend(fontsize=6)
     fig.suptitle(f"{method.label}: training ({setting.title})", fontsize=10)
     slug = "".join(ch if ch.isalnum() else "_" for ch in method.label).strip("_")
-    caption = (f"Training curves of {method.label}: mean loss terms between evaluations and "
-               "validation accuracy, one line per run.")
+    caption = (f"Training curves of {method.label}: mean loss terms between evaluations, "
+               "evaluation scores and validation accuracy (means over the training domains' "
+               "validation splits), one line per run; dashed: end of the warm-up (ALIGN: "
+               "guidance starts).")
     return save(fig, out_dir, f"training-{setting.slug}-{slug}", caption), []
