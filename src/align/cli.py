@@ -277,6 +277,20 @@ def evaluate(
 
 
 @app.command()
+def hparams(
+    algorithm: Annotated[str, typer.Argument(help=f"One of: {', '.join(ALGORITHMS.names())}.")],
+) -> None:
+    """Print an algorithm's hyperparameters (defaults, meaning, source, sweep range) as Markdown."""
+    from .hparams import markdown_table
+
+    try:
+        spec = ALGORITHMS.get(algorithm).hparam_spec()
+    except (KeyError, ValueError) as e:
+        _fail(e)
+    typer.echo(markdown_table(spec), nl=False)
+
+
+@app.command()
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories, or folders holding runs.")],
     out: Annotated[Path, typer.Option(help="Report folder (tables, figures, index.html).")] = Path("report"),

@@ -101,3 +101,25 @@ def sample(spec: Mapping[str, HParam], seed: int, owner: str) -> dict[str, Any]:
 def table(spec: Mapping[str, HParam]) -> Sequence[tuple[str, Any, str, str]]:
     """(name, default, source, help) rows, for docs and `align train --help`."""
     return [(k, h.default, h.source, h.help) for k, h in spec.items()]
+
+
+def markdown_table(spec: Mapping[str, HParam]) -> str:
+    """The defaults table of the docs (`align hparams NAME`): one row per hyperparameter with its
+    default, meaning, source and sweep range. The docs embed this output verbatim between
+    `<!-- hparams:NAME -->` markers, and a test keeps them equal, so the table cannot drift."""
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|")
+
+    def search(h: HParam) -> str:
+        if h.search is None:
+            return "-"
+        kind, *rest = h.search
+        return f"{kind} {rest[0]}" if kind == "choice" else f"{kind} [{rest[0]:g}, {rest[1]:g}]"
+
+    lines = ["| hyperparameter | default | meaning | source | sweep |", "|---|---|---|---|---|"]
+    for name, h in spec.items():
+        default = "null" if h.default is None else (str(h.default).lower()
+                                                    if isinstance(h.default, bool) else h.default)
+        lines.append(f"| `{name}` | {cell(default)} | {cell(h.help)} | {cell(h.source)} "
+                     f"| {cell(search(h))} |")
+    return "\n".join(lines) + "\n"
