@@ -6,6 +6,7 @@ Everything runs on small images / few scenes so the whole file takes a few secon
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -54,6 +55,22 @@ def test_defaults_are_the_documented_benchmark():
     assert c.domains == ("photo", "sketch", "noisy", "texture")
     assert c.classes == ("circle", "square", "triangle", "cross")
     assert c.n_cues == 4 and c.cue_px == 9
+
+
+#: sha256 over 80 default scenes (every 25th of each domain, seed 0): image, object mask, cue
+#: box. Computed before the background cue existed; the default benchmark must never change.
+DEFAULT_SCENES_SHA256 = "ce715e76590801d4f92fb74e131972dbd4472a519e62626f79bc4e66d03dda2d"
+
+
+def test_default_scenes_are_pinned():
+    h = hashlib.sha256()
+    for d in range(4):
+        for i in range(0, 500, 25):
+            s = render_scene(DEFAULT_CONFIG, 0, d, i)
+            h.update(s.image.tobytes())
+            h.update(s.mask.tobytes())
+            h.update(np.asarray(s.cue_box, np.int64).tobytes())
+    assert h.hexdigest() == DEFAULT_SCENES_SHA256
 
 
 def test_render_types_and_round_robin_labels():
