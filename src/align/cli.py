@@ -23,25 +23,27 @@ def _fail(err: Exception) -> None:
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Option(help="Output folder (gets images/, masks/, synth.json).")],
+    out: Annotated[Path, typer.Option(help="Output folder (gets images/, masks/, cues/, synth.json).")],
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
     n_per_domain: Annotated[int, typer.Option(help="Images per domain.")] = 500,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
-    cue_strength: Annotated[float, typer.Option(help="P(background cue agrees with the class).")] = 0.9,
+    cue_strength: Annotated[float, typer.Option(help="P(the cue agrees with the class's mapped cue).")] = 0.9,
+    cue_kind: Annotated[str, typer.Option(
+        help="square (a small cue square) | background (a tint of the whole background).")] = "square",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
 ) -> None:
-    """Generate the synthetic benchmark in the DomainBed layout, with exact object masks."""
+    """Generate the synthetic benchmark in the DomainBed layout, with exact object and cue masks."""
     import dataclasses
 
     from .data.synthetic import DEFAULT_CONFIG, generate
 
     try:
         cfg = dataclasses.replace(DEFAULT_CONFIG, n_per_domain=n_per_domain, size=size,
-                                  cue_strength=cue_strength)
+                                  cue_strength=cue_strength, cue_kind=cue_kind)
         path = generate(out, cfg, seed=seed, overwrite=overwrite)
     except (ValueError, FileExistsError) as e:
         _fail(e)
-    console.print(f"wrote {path}/images and {path}/masks")
+    console.print(f"wrote {path}/images, {path}/masks and {path}/cues ({cue_kind} cue)")
 
 
 @app.command()
