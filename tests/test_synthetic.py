@@ -29,6 +29,7 @@ from align.data.synthetic import (
     render,
     render_scene,
 )
+from align.data.synthetic_draw import shape_mask
 
 SMALL = SynthConfig(size=32, n_per_domain=8)
 BACKGROUND = dataclasses.replace(DEFAULT_CONFIG, cue_kind="background")
@@ -75,6 +76,22 @@ def test_default_scenes_are_pinned():
             h.update(s.mask.tobytes())
             h.update(np.asarray(s.cue_box, np.int64).tobytes())
     assert h.hexdigest() == DEFAULT_SCENES_SHA256
+
+
+#: sha256 of every benchmark shape's mask at 15 random poses (sizes 16, 64, 128), computed
+#: before the upstream task's shapes were added beside them.
+SHAPE_MASKS_SHA256 = "558c1698be078ec0470d8d3cd995a52bdb9076535b5fbe8400b23ed7d3020d10"
+
+
+def test_benchmark_shape_masks_are_pinned():
+    h, rng = hashlib.sha256(), np.random.default_rng(0)
+    for shape in SHAPES:
+        for size in (16, 64, 128):
+            for _ in range(5):
+                r = rng.uniform(0.15, 0.4) * size
+                cy, cx = rng.uniform(r + 1, size - 1 - r, 2)
+                h.update(shape_mask(shape, size, cy, cx, r, rng.uniform(0, 2 * np.pi)).tobytes())
+    assert h.hexdigest() == SHAPE_MASKS_SHA256
 
 
 def test_render_types_and_round_robin_labels():

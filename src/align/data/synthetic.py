@@ -24,7 +24,6 @@ import json
 import math
 import shutil
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -32,16 +31,16 @@ import numpy as np
 from PIL import Image
 
 from align import __version__
+from align.data.synthetic_draw import background as _background
+from align.data.synthetic_draw import dilate as _dilate
+from align.data.synthetic_draw import object_colour, shape_mask
+from align.data.synthetic_styles import CUE_COLORS, RGB, SHAPES, STYLES, DomainStyle  # noqa: F401
 from align.io import install_dir, temp_dir_beside, write_json
 
 #: Bump whenever the same (config, seed) would give different bytes.
 SYNTH_VERSION = 2  # 2: adds cues/ (images and masks unchanged from 1)
 
-from align.data.synthetic_styles import CUE_COLORS, RGB, SHAPES, STYLES, DomainStyle  # noqa: F401
-
 _PLACE_TRIES = 50  # object re-draws allowed when no room is left for the cue
-_COLOUR_TRIES = 8  # palette draws before settling for the most contrasting one
-_MIN_CONTRAST = 120.0  # L1 distance (sum over RGB) between object and nearby background
 
 #: Where the cue goes: a compact square beside the object, or a tint over all of the background.
 CUE_KINDS: tuple[str, ...] = ("square", "background")
@@ -157,97 +156,6 @@ class Scene:
     cue_mask: np.ndarray  # bool [H, W], exactly the pixels the cue changed
 
 
-@lru_cache(maxsize=8)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates (y, x); cached and read-only since every scene shares them."""
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
-    ys.flags.writeable = False
-    xs.flags.writeable = False
-    return ys, xs
-
-
-def _shape_mask(shape: str, size: int, cy: float, cx: float, r: float, theta: float) -> np.ndarray:
-    """Hard-edged mask of a shape with circumradius `r` (so it fits a disc of radius r)."""
-    ys, xs = _grid(size)
-    dx, dy = xs - cx, ys - cy
-    c, s = math.cos(theta), math.sin(theta)
-    u, v = c * dx + s * dy, -s * dx + c * dy  # coordinates in the shape's rotated frame
-    if shape == "circle":
-        return dx * dx + dy * dy <= (0.9 * r) ** 2
-    if shape == "square":
-        return np.maximum(np.abs(u), np.abs(v)) <= r / math.sqrt(2)
-    if shape == "triangle":  # equilateral: inside all three half-planes at distance r/2
-        inside = np.ones_like(u, dtype=bool)
-        for k in range(3):
-            a = math.pi / 2 + 2 * math.pi * k / 3
-            inside &= u * math.cos(a) + v * math.sin(a) <= r / 2
-        return inside
-    if shape == "cross":  # union of two rectangles; arm tips' corners stay within r
-        arm, half_w = 0.95 * r, 0.3 * r
-        au, av = np.abs(u), np.abs(v)
-        return ((au <= arm) & (av <= half_w)) | ((av <= arm) & (au <= half_w))
-    if shape == "star":  # five points: fold the angle onto one edge tip->inner vertex
-        sector = 2 * math.pi / 5
-        m = np.mod(np.arctan2(v, u), sector)
-        alpha = np.minimum(m, sector - m)
-        rho = np.hypot(u, v)
-        px, py = rho * np.cos(alpha), rho * np.sin(alpha)
-        qx, qy = 0.45 * r * math.cos(sector / 2), 0.45 * r * math.sin(sector / 2)
-        return (qx - r) * py - qy * (px - r) >= 0
-    if shape == "ring":
-        d2 = dx * dx + dy * dy
-        return (d2 <= (0.9 * r) ** 2) & (d2 >= (0.45 * r) ** 2)
-    raise ValueError(f"unknown shape {shape!r}; choose from {list(SHAPES)}")
-
-
-def _background(rng: np.random.Generator, style: DomainStyle, size: int) -> np.ndarray:
-    """Float [H, W, 3] background in the domain's style."""
-    ys, xs = _grid(size)
-    lo, hi = style.bg_range
-    kind = style.background
-    if kind == "gradient":
-        c0, c1 = rng.uniform(lo, hi, 3), rng.uniform(lo, hi, 3)
-        a = rng.uniform(0, 2 * math.pi)
-        t = xs * math.cos(a) + ys * math.sin(a)
-        t = (t - t.min()) / (t.max() - t.min())
-        return c0 + (c1 - c0) * t[..., None]
-    if kind == "stripes":  # paper with thin pencil hatching
-        paper = rng.uniform(lo, hi)
-        ink = paper - rng.uniform(35, 60)
-        period = rng.uniform(*style.period_range) * size
-        a = rng.uniform(0, math.pi)
-        lines = np.mod(xs * math.cos(a) + ys * math.sin(a), period) < max(1.0, size / 64)
-        grey = np.where(lines, ink, paper)
-        return grey[..., None] + np.array([0.0, -3.0, -10.0])  # warm paper tint
-    if kind == "checker":
-        c0 = rng.uniform(lo, hi, 3)
-        c1 = c0 * rng.uniform(0.4, 0.6)  # a darker shade, so the checks are always visible
-        cell = rng.uniform(*style.period_range) * size
-        a = rng.uniform(0, math.pi / 2)
-        u = xs * math.cos(a) + ys * math.sin(a)
-        v = -xs * math.sin(a) + ys * math.cos(a)
-        odd = (np.floor(u / cell) + np.floor(v / cell)) % 2 == 1
-        return np.where(odd[..., None], c1, c0)
-    if kind == "speckle":
-        base, dot = rng.uniform(lo, hi, 3), rng.uniform(lo, hi, 3)
-        dots = rng.random((size, size)) < 0.2
-        return np.where(dots[..., None], dot, base)
-    raise ValueError(f"unknown background kind {kind!r}")
-
-
-def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """Binary dilation by a (2r+1)^2 square, done as two separable passes of shifts."""
-    rows = mask.copy()
-    for k in range(1, r + 1):
-        rows[k:] |= mask[:-k]
-        rows[:-k] |= mask[k:]
-    out = rows.copy()
-    for k in range(1, r + 1):
-        out[:, k:] |= rows[:, :-k]
-        out[:, :-k] |= rows[:, k:]
-    return out
-
-
 def _free_cue_positions(blocked: np.ndarray, side: int) -> np.ndarray:
     """Flat indices (over the (H-side+1)^2 grid of top-left corners) of windows clear of `blocked`."""
     integral = np.pad(blocked.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
@@ -264,35 +172,12 @@ def _place_object(rng: np.random.Generator, config: SynthConfig, style: DomainSt
         r = rng.uniform(*style.scale_range) * size
         cy, cx = rng.uniform(r + 1, size - 1 - r, 2)  # the whole disc of radius r fits
         theta = rng.uniform(0, 2 * math.pi)
-        mask = _shape_mask(shape, size, cy, cx, r, theta)
+        mask = shape_mask(shape, size, cy, cx, r, theta)
         free = _free_cue_positions(_dilate(mask, config.margin_px), config.cue_px)
         if mask.any() and free.size:
             return mask, free
     raise RuntimeError(f"could not fit a {config.cue_px}px cue beside a {shape} in "
                        f"{_PLACE_TRIES} tries; lower cue_frac")
-
-
-def _object_colour(rng: np.random.Generator, style: DomainStyle, bg: np.ndarray,
-                   ring: np.ndarray, tints: np.ndarray | None = None) -> np.ndarray:
-    """A palette colour (class-independent) that stands out from the background around it.
-
-    With `tints` ([K, 3], the background cue's colours) it must stand out from that background
-    under each of the K tints, so the choice still depends on the background alone, never on
-    the cue (which follows the class).
-    """
-    ref = bg[ring].mean(axis=0)[None]  # [1, 3]
-    if tints is not None:
-        ref = (1 - BACKGROUND_CUE_BLEND) * ref + BACKGROUND_CUE_BLEND * tints  # [K, 3]
-    best, best_contrast = None, -1.0
-    for _ in range(_COLOUR_TRIES):
-        base = np.asarray(style.palette[rng.integers(len(style.palette))], dtype=np.float64)
-        colour = np.clip(base + rng.integers(-style.jitter, style.jitter + 1, 3), 0, 255)
-        contrast = float(np.abs(colour - ref).sum(axis=1).min())
-        if contrast >= _MIN_CONTRAST:
-            return colour
-        if contrast > best_contrast:
-            best, best_contrast = colour, contrast
-    return best
 
 
 def _check_seed(seed: object) -> None:
@@ -318,10 +203,14 @@ def render_scene(config: SynthConfig, seed: int, domain_index: int, index: int) 
 
     bg = _background(rng, style, config.size)
     mask, free = _place_object(rng, config, style, config.classes[label])
-    tints = None
+    # The object must stand out from the background around it. With a background cue, from
+    # that background under each of the K tints: still a choice by background alone, never by
+    # cue (which follows the class).
+    refs = bg[_dilate(mask, config.margin_px) & ~mask].mean(axis=0)[None]  # [1, 3]
     if config.cue_kind == "background":
         tints = np.array([rgb for _, rgb in CUE_COLORS[:config.n_cues]], dtype=np.float64)
-    colour = _object_colour(rng, style, bg, _dilate(mask, config.margin_px) & ~mask, tints)
+        refs = (1 - BACKGROUND_CUE_BLEND) * refs + BACKGROUND_CUE_BLEND * tints  # [K, 3]
+    colour = object_colour(rng, style, refs)
 
     mapped = cue_index(config, domain_index, label)
     agrees_draw, random_cue = rng.random(), int(rng.integers(config.n_cues))
