@@ -1,4 +1,4 @@
-"""The `align` command line: `align synth`, `align train`, `align quickstart`."""
+"""The `align` command line: `align synth`, `align pretrain`, `align train`, `align quickstart`, ..."""
 
 from __future__ import annotations
 
@@ -44,6 +44,39 @@ def synth(
     except (ValueError, FileExistsError) as e:
         _fail(e)
     console.print(f"wrote {path}/images, {path}/masks and {path}/cues ({cue_kind} cue)")
+
+
+@app.command()
+def pretrain(
+    out: Annotated[Path, typer.Option(help="Folder for the weights file and its .json record.")],
+    backbone: Annotated[str, typer.Option(help="resnet18 | resnet50 | smallcnn.")] = "smallcnn",
+    seed: Annotated[int, typer.Option(help="Seed (upstream data, init, data order).")] = 0,
+    image_size: Annotated[int, typer.Option(help="Image side in pixels (the benchmark's).")] = 64,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps (default: the fixed recipe's).")] = None,
+) -> None:
+    """Pre-train a backbone on the upstream task (12 shapes disjoint from the benchmark's, no
+    cue): the synthetic stand-in for ImageNet. Cached; prints the weights file for `pretrained:`."""
+    import dataclasses
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from .pretrain import DEFAULT_PRETRAIN, ensure_pretrained, is_finished, weights_path
+
+    try:
+        cfg = DEFAULT_PRETRAIN if steps is None else dataclasses.replace(DEFAULT_PRETRAIN, steps=steps)
+        cached = is_finished(weights_path(out, backbone, image_size, seed, cfg))
+        with Progress("[bold]pretrain", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("pretrain", total=cfg.steps)
+            path = ensure_pretrained(out, backbone, image_size, seed, cfg,
+                                     progress=lambda step, total: bar.update(task, completed=step))
+    except (ValueError, KeyError, OSError) as e:
+        _fail(e)
+    record = json.loads(path.with_suffix(".json").read_text())
+    console.print(f"{'cached' if cached else 'trained'}: {path} (upstream accuracy "
+                  f"{record['upstream_val_accuracy']:.1%}, chance {record['chance']:.1%}, "
+                  f"{record['seconds']:.0f} s)")
 
 
 @app.command()
