@@ -115,3 +115,15 @@ def test_masks_command_builds_a_cached_folder(tmp_path, tiny_synth):
     assert len(list((tmp_path / "m").rglob("*.png"))) == 4 * 48
     res = runner.invoke(app, args[:-1] + ["level=2"])  # other settings: refused without --overwrite
     assert res.exit_code == 2 and "level" in _text(res)
+
+
+def test_synth_background_cue_from_the_cli(tmp_path):
+    out = tmp_path / "bg"
+    res = runner.invoke(app, ["synth", "--out", str(out), "--n-per-domain", "4", "--size", "32",
+                              "--cue-kind", "background"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "synth.json").read_text())
+    assert meta["config"]["cue_kind"] == "background" and meta["seed"] == 0
+    bad = runner.invoke(app, ["synth", "--out", str(tmp_path / "x"), "--cue-kind", "halo"])
+    assert bad.exit_code == 2 and "SynthConfig.cue_kind" in _text(bad)
+    assert not (tmp_path / "x").exists()

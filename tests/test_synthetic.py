@@ -6,6 +6,7 @@ Everything runs on small images / few scenes so the whole file takes a few secon
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,18 +16,23 @@ from PIL import Image
 
 from align.data import synthetic as synth
 from align.data.synthetic import (
+    BACKGROUND_CUE_BLEND,
     CUE_COLORS,
+    CUE_KINDS,
     DEFAULT_CONFIG,
     SHAPES,
     SynthConfig,
     cue_index,
     cue_mapping,
+    dataset_matches,
     generate,
     render,
     render_scene,
 )
+from align.data.synthetic_draw import shape_mask
 
 SMALL = SynthConfig(size=32, n_per_domain=8)
+BACKGROUND = dataclasses.replace(DEFAULT_CONFIG, cue_kind="background")
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -54,6 +60,38 @@ def test_defaults_are_the_documented_benchmark():
     assert c.domains == ("photo", "sketch", "noisy", "texture")
     assert c.classes == ("circle", "square", "triangle", "cross")
     assert c.n_cues == 4 and c.cue_px == 9
+
+
+#: sha256 over 80 default scenes (every 25th of each domain, seed 0): image, object mask, cue
+#: box. Computed before the background cue existed; the default benchmark must never change.
+DEFAULT_SCENES_SHA256 = "ce715e76590801d4f92fb74e131972dbd4472a519e62626f79bc4e66d03dda2d"
+
+
+def test_default_scenes_are_pinned():
+    h = hashlib.sha256()
+    for d in range(4):
+        for i in range(0, 500, 25):
+            s = render_scene(DEFAULT_CONFIG, 0, d, i)
+            h.update(s.image.tobytes())
+            h.update(s.mask.tobytes())
+            h.update(np.asarray(s.cue_box, np.int64).tobytes())
+    assert h.hexdigest() == DEFAULT_SCENES_SHA256
+
+
+#: sha256 of every benchmark shape's mask at 15 random poses (sizes 16, 64, 128), computed
+#: before the upstream task's shapes were added beside them.
+SHAPE_MASKS_SHA256 = "558c1698be078ec0470d8d3cd995a52bdb9076535b5fbe8400b23ed7d3020d10"
+
+
+def test_benchmark_shape_masks_are_pinned():
+    h, rng = hashlib.sha256(), np.random.default_rng(0)
+    for shape in SHAPES:
+        for size in (16, 64, 128):
+            for _ in range(5):
+                r = rng.uniform(0.15, 0.4) * size
+                cy, cx = rng.uniform(r + 1, size - 1 - r, 2)
+                h.update(shape_mask(shape, size, cy, cx, r, rng.uniform(0, 2 * np.pi)).tobytes())
+    assert h.hexdigest() == SHAPE_MASKS_SHA256
 
 
 def test_render_types_and_round_robin_labels():
@@ -88,18 +126,24 @@ def test_mask_is_exactly_the_object(domain_index):
         assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
+@pytest.mark.parametrize("kind", CUE_KINDS)
 @pytest.mark.parametrize("domain_index", range(4))
-def test_object_stands_out_from_its_local_background(domain_index):
+def test_object_stands_out_from_its_local_background(domain_index, kind):
+    config = dataclasses.replace(DEFAULT_CONFIG, cue_kind=kind)
     for i in range(20):
-        scene = render_scene(DEFAULT_CONFIG, 0, domain_index, i)
-        ring = synth._dilate(scene.mask, 3) & ~scene.mask & ~_cue_mask(scene)
+        scene = render_scene(config, 0, domain_index, i)
+        # next to a square cue the background is unchanged; a background cue is all around
+        ring = synth._dilate(scene.mask, 3) & ~scene.mask
+        if kind == "square":
+            ring &= ~scene.cue_mask
         img = scene.image.astype(float)
         contrast = np.abs(img[scene.mask].mean(0) - img[ring].mean(0)).sum()
         assert contrast > 60, (domain_index, i, contrast)
 
 
-def test_object_colour_does_not_reveal_the_class():
-    config = _quiet(SynthConfig(size=32, n_per_domain=400))
+@pytest.mark.parametrize("kind", CUE_KINDS)
+def test_object_colour_does_not_reveal_the_class(kind):
+    config = _quiet(SynthConfig(size=32, n_per_domain=400, cue_kind=kind))
     for d in range(len(config.domains)):
         colours = {k: [] for k in range(config.n_cues)}
         for i in range(400):
@@ -151,6 +195,116 @@ def test_cue_strength_changes_only_the_cue():
         assert np.array_equal(a.mask, b.mask) and a.cue_box == b.cue_box
         outside = ~_cue_mask(a)
         assert np.array_equal(a.image[outside], b.image[outside])
+
+
+# --- the background cue ----------------------------------------------------------------
+
+def test_square_is_the_default_and_naming_it_changes_nothing(tmp_path):
+    assert DEFAULT_CONFIG.cue_kind == "square"
+    square = dataclasses.replace(SMALL, cue_kind="square")
+    assert square == SMALL
+    assert _files(generate(tmp_path / "a", SMALL, seed=1)) == \
+        _files(generate(tmp_path / "b", square, seed=1))
+
+
+def test_background_cue_marks_every_pixel_but_the_object():
+    for d in range(4):
+        for i in range(10):
+            scene = render_scene(BACKGROUND, 0, d, i)
+            assert scene.cue_box is None and np.array_equal(scene.cue_mask, ~scene.mask)
+
+
+@pytest.mark.parametrize("domain_index", range(4))
+def test_background_cue_tints_the_domain_background_with_the_cue_colour(domain_index):
+    square, background = _quiet(DEFAULT_CONFIG), _quiet(BACKGROUND)
+    a = BACKGROUND_CUE_BLEND
+    for i in range(12):
+        sq = render_scene(square, 0, domain_index, i)
+        bg = render_scene(background, 0, domain_index, i)
+        # Same background and object placement: the square-cue twin shows, outside its own
+        # cue square, the untinted domain background that the tint was blended into.
+        assert np.array_equal(sq.mask, bg.mask)
+        region = ~sq.mask & ~sq.cue_mask
+        tint = np.array(CUE_COLORS[bg.cue][1], dtype=float)
+        expected = (1 - a) * sq.image[region].astype(float) + a * tint
+        assert np.abs(bg.image[region] - expected).max() <= 1.0  # both images are rounded
+        assert (bg.image[bg.mask] == bg.object_color).all()  # the object is not tinted
+
+
+def test_background_cue_follows_the_mapping():
+    config = SynthConfig(size=32, n_per_domain=300, cue_kind="background")
+    scenes = {d: [render_scene(config, 0, d, i) for i in range(300)] for d in range(4)}
+    for d, domain_scenes in scenes.items():
+        for s in domain_scenes:
+            assert s.cue_agrees == (s.cue == cue_index(config, d, s.label))
+    rate = np.mean([s.cue_agrees for ss in scenes.values() for s in ss])
+    assert abs(rate - (0.9 + 0.1 / 4)) < 0.05
+    always = dataclasses.replace(config, cue_strength=1.0)
+    for d in range(4):
+        for i in range(8):
+            s = render_scene(always, 0, d, i)
+            assert s.cue == cue_index(always, d, s.label)
+    # Inside a domain the background's mean colour tells the cue: nearest centroid (fitted on
+    # 200 scenes, tested on 100) recovers it, whatever the domain's own background colours.
+    for d in range(4):
+        means = np.array([s.image[s.cue_mask].mean(0) for s in scenes[d]])
+        cues = np.array([s.cue for s in scenes[d]])
+        centroids = np.array([means[:200][cues[:200] == c].mean(0) for c in range(4)])
+        pred = np.abs(means[200:, None] - centroids[None]).sum(2).argmin(1)
+        assert (pred == cues[200:]).mean() > 0.95, d
+
+
+def test_background_dataset_layout_and_record(tmp_path):
+    config = dataclasses.replace(SMALL, cue_kind="background")
+    out = generate(tmp_path / "bg", config, seed=2)
+    meta = json.loads((out / "synth.json").read_text())
+    assert meta["config"]["cue_kind"] == "background" and meta["cue"]["kind"] == "background"
+    assert meta["cue"]["blend"] == BACKGROUND_CUE_BLEND and meta["cue"]["size_px"] is None
+    assert meta["cue"]["mapping"] == cue_mapping(config)
+    for d, domain in enumerate(config.domains):
+        for path in sorted((out / "images" / domain).rglob("*.png")):
+            scene = render_scene(config, 2, d, int(path.stem))
+            rel = path.relative_to(out / "images")
+            with Image.open(path) as im:
+                assert np.array_equal(np.asarray(im), scene.image)
+            with Image.open(out / "cues" / rel) as c, Image.open(out / "masks" / rel) as m:
+                cue, obj = np.asarray(c) == 255, np.asarray(m) == 255
+            assert np.array_equal(cue, ~obj) and obj.any()
+    square = json.loads((generate(tmp_path / "sq", SMALL, seed=2) / "synth.json").read_text())
+    assert square["config"]["cue_kind"] == "square" and square["cue"]["size_px"] == SMALL.cue_px
+
+
+def test_dataset_matches_compares_the_whole_config(tmp_path):
+    out = generate(tmp_path / "s", SMALL, seed=4)
+    assert dataset_matches(out, SMALL, 4)
+    assert not dataset_matches(out, SMALL, 5)
+    assert not dataset_matches(out, dataclasses.replace(SMALL, cue_kind="background"), 4)
+    assert not dataset_matches(out, dataclasses.replace(SMALL, cue_strength=0.5), 4)
+    assert not dataset_matches(tmp_path / "missing", SMALL, 4)
+    meta = json.loads((out / "synth.json").read_text())
+    del meta["config"]["cue_kind"]  # written before cue kinds existed: a square cue
+    (out / "synth.json").write_text(json.dumps(meta))
+    assert dataset_matches(out, SMALL, 4)
+    assert not dataset_matches(out, dataclasses.replace(SMALL, cue_kind="background"), 4)
+    meta["config"]["halo"] = 1  # a field this version does not know
+    (out / "synth.json").write_text(json.dumps(meta))
+    assert not dataset_matches(out, SMALL, 4)
+
+
+def test_ensure_data_regenerates_a_dataset_of_another_cue_kind(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from align.quickstart import ensure_data
+
+    console = Console(file=io.StringIO())
+    root = generate(tmp_path / "data", dataclasses.replace(SMALL, cue_kind="background"), seed=0)
+    ensure_data(root, 0, console, config=SMALL)
+    assert json.loads((root / "synth.json").read_text())["config"]["cue_kind"] == "square"
+    before = _files(root)
+    ensure_data(root, 0, console, config=SMALL)  # now it matches: reused as it is
+    assert _files(root) == before and "using" in console.file.getvalue()
 
 
 def test_cue_mapping_differs_across_domains():
@@ -330,6 +484,8 @@ def test_interrupt_cleans_up(tmp_path):
     (dict(domains=("photo", "photo")), "domains"),
     (dict(classes=("circle", "hexagon")), "classes"),
     (dict(classes=("circle", "square", "triangle")), "domains"),  # 4 domains, only 3 cues
+    (dict(cue_kind="halo"), "cue_kind"),
+    (dict(cue_kind=None), "cue_kind"),
 ])
 def test_config_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"SynthConfig\.{field}"):

@@ -1,4 +1,4 @@
-"""The `align` command line: `align synth`, `align train`, `align quickstart`."""
+"""The `align` command line: `align synth`, `align pretrain`, `align train`, `align quickstart`, ..."""
 
 from __future__ import annotations
 
@@ -24,25 +24,60 @@ def _fail(err: Exception) -> None:
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Option(help="Output folder (gets images/, masks/, synth.json).")],
+    out: Annotated[Path, typer.Option(help="Output folder (gets images/, masks/, cues/, synth.json).")],
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
     n_per_domain: Annotated[int, typer.Option(help="Images per domain.")] = 500,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
-    cue_strength: Annotated[float, typer.Option(help="P(background cue agrees with the class).")] = 0.9,
+    cue_strength: Annotated[float, typer.Option(help="P(the cue agrees with the class's mapped cue).")] = 0.9,
+    cue_kind: Annotated[str, typer.Option(
+        help="square (a small cue square) | background (a tint of the whole background).")] = "square",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
 ) -> None:
-    """Generate the synthetic benchmark in the DomainBed layout, with exact object masks."""
+    """Generate the synthetic benchmark in the DomainBed layout, with exact object and cue masks."""
     import dataclasses
 
     from .data.synthetic import DEFAULT_CONFIG, generate
 
     try:
         cfg = dataclasses.replace(DEFAULT_CONFIG, n_per_domain=n_per_domain, size=size,
-                                  cue_strength=cue_strength)
+                                  cue_strength=cue_strength, cue_kind=cue_kind)
         path = generate(out, cfg, seed=seed, overwrite=overwrite)
     except (ValueError, FileExistsError) as e:
         _fail(e)
-    console.print(f"wrote {path}/images and {path}/masks")
+    console.print(f"wrote {path}/images, {path}/masks and {path}/cues ({cue_kind} cue)")
+
+
+@app.command()
+def pretrain(
+    out: Annotated[Path, typer.Option(help="Folder for the weights file and its .json record.")],
+    backbone: Annotated[str, typer.Option(help="resnet18 | resnet50 | smallcnn.")] = "smallcnn",
+    seed: Annotated[int, typer.Option(help="Seed (upstream data, init, data order).")] = 0,
+    image_size: Annotated[int, typer.Option(help="Image side in pixels (the benchmark's).")] = 64,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps (default: the fixed recipe's).")] = None,
+) -> None:
+    """Pre-train a backbone on the upstream task (12 shapes disjoint from the benchmark's, no
+    cue): the synthetic stand-in for ImageNet. Cached; prints the weights file for `pretrained:`."""
+    import dataclasses
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from .pretrain import DEFAULT_PRETRAIN, ensure_pretrained, is_finished, weights_path
+
+    try:
+        cfg = DEFAULT_PRETRAIN if steps is None else dataclasses.replace(DEFAULT_PRETRAIN, steps=steps)
+        cached = is_finished(weights_path(out, backbone, image_size, seed, cfg))
+        with Progress("[bold]pretrain", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task("pretrain", total=cfg.steps)
+            path = ensure_pretrained(out, backbone, image_size, seed, cfg,
+                                     progress=lambda step, total: bar.update(task, completed=step))
+    except (ValueError, KeyError, OSError) as e:
+        _fail(e)
+    record = json.loads(path.with_suffix(".json").read_text())
+    console.print(f"{'cached' if cached else 'trained'}: {path} (upstream accuracy "
+                  f"{record['upstream_val_accuracy']:.1%}, chance {record['chance']:.1%}, "
+                  f"{record['seconds']:.0f} s)")
 
 
 @app.command()

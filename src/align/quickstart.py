@@ -9,13 +9,12 @@ and documented in the README; they were set before comparing methods and are not
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
 
 from .config import TrainConfig
-from .data.synthetic import DEFAULT_CONFIG, SYNTH_VERSION, generate
+from .data.synthetic import DEFAULT_CONFIG, SynthConfig, dataset_matches, generate
 
 #: Algorithms the quickstart trains, in order.
 QUICKSTART_ALGORITHMS: tuple[str, ...] = ("erm", "align")
@@ -41,17 +40,17 @@ def quickstart_hparams(algorithm: str, steps: int) -> dict:
     return hp
 
 
-def ensure_data(root: Path, seed: int, console: Console) -> Path:
-    """The benchmark at `root`, generated unless it is already there with the same seed and
-    generator version (an older version is regenerated in place)."""
-    meta = root / "synth.json"
-    if meta.is_file():
-        found = json.loads(meta.read_text())
-        if found.get("seed") == seed and found.get("version") == SYNTH_VERSION:
-            console.print(f"using the synthetic benchmark in {root}")
-            return root
-    console.print(f"generating the synthetic benchmark in {root} (seed {seed}) ...")
-    return generate(root, DEFAULT_CONFIG, seed=seed, overwrite=root.exists())
+def ensure_data(root: Path, seed: int, console: Console,
+                config: SynthConfig = DEFAULT_CONFIG) -> Path:
+    """The benchmark at `root`, generated unless it is already there with the same seed,
+    generator version and configuration (`dataset_matches`; anything else, e.g. an older
+    version or another cue kind, is regenerated in place)."""
+    if dataset_matches(root, config, seed):
+        console.print(f"using the synthetic benchmark in {root}")
+        return root
+    console.print(f"generating the synthetic benchmark in {root} (seed {seed}, "
+                  f"{config.cue_kind} cue) ...")
+    return generate(root, config, seed=seed, overwrite=root.exists())
 
 
 def run_quickstart(out: Path, steps: int | None = None, seed: int = 0,

@@ -1,14 +1,17 @@
 """Built-in synthetic benchmark: drawn shapes on styled backgrounds, plus a misleading cue.
 
-A scene is one filled shape (its class) on a background styled by its domain, plus a small
-coloured square -- the *cue* -- in the background, never touching the shape. In domain ``d``
-a class-``k`` scene gets cue colour ``(k + d) mod K`` with probability ``cue_strength``
+A scene is one filled shape (its class) on a background styled by its domain, plus a *cue*
+of one of K colours. With ``cue_kind="square"`` (the default) the cue is a small saturated
+square in the background, never touching the shape; with ``cue_kind="background"`` it is a
+tint of the whole background (as a camera location or a habitat colours a photo). In domain
+``d`` a class-``k`` scene gets cue colour ``(k + d) mod K`` with probability ``cue_strength``
 (else a uniformly random one), so a model that reads the cue fails on a held-out domain,
 while the exact object mask says where the real evidence is. Output (DomainBed layout)::
 
     OUT/images/<domain>/<class>/<NNNNN>.png   RGB
     OUT/masks/<domain>/<class>/<NNNNN>.png    mode "L", 0 or 255, exactly the object
-    OUT/cues/<domain>/<class>/<NNNNN>.png     mode "L", 0 or 255, exactly the cue square
+    OUT/cues/<domain>/<class>/<NNNNN>.png     mode "L", 0 or 255, exactly the pixels the cue
+                                              changed (the square, or all but the object)
     OUT/synth.json                            parameters, seed, counts, cue mapping
 
 Each scene has its own generator seeded by ``(seed, domain_index, index)``, so one scene, a
@@ -17,10 +20,10 @@ partial run and a full run agree byte for byte. See ``docs/synthetic.md``.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -28,16 +31,22 @@ import numpy as np
 from PIL import Image
 
 from align import __version__
+from align.data.synthetic_draw import background as _background
+from align.data.synthetic_draw import dilate as _dilate
+from align.data.synthetic_draw import object_colour, shape_mask
+from align.data.synthetic_styles import CUE_COLORS, RGB, SHAPES, STYLES, DomainStyle  # noqa: F401
 from align.io import install_dir, temp_dir_beside, write_json
 
 #: Bump whenever the same (config, seed) would give different bytes.
 SYNTH_VERSION = 2  # 2: adds cues/ (images and masks unchanged from 1)
 
-from align.data.synthetic_styles import CUE_COLORS, RGB, SHAPES, STYLES, DomainStyle  # noqa: F401
-
 _PLACE_TRIES = 50  # object re-draws allowed when no room is left for the cue
-_COLOUR_TRIES = 8  # palette draws before settling for the most contrasting one
-_MIN_CONTRAST = 120.0  # L1 distance (sum over RGB) between object and nearby background
+
+#: Where the cue goes: a compact square beside the object, or a tint over all of the background.
+CUE_KINDS: tuple[str, ...] = ("square", "background")
+#: Background cue: weight of the cue colour in the blend `(1 - a) * background + a * colour`.
+#: Fixed before any method was compared; the reasons are in docs/synthetic.md.
+BACKGROUND_CUE_BLEND = 0.4
 
 
 def _fail(name: str, message: str) -> None:
@@ -55,6 +64,7 @@ class SynthConfig:
     cue_strength: float = 0.9
     cue_frac: float = 0.14  # side of the cue square, as a fraction of size
     noise_scale: float = 1.0  # multiplies every domain's noise_std (0 = noise-free)
+    cue_kind: str = "square"  # "square" | "background" (CUE_KINDS)
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from YAML or the CLI) but store tuples so the config stays hashable.
@@ -102,6 +112,8 @@ def _validate(c: SynthConfig) -> None:
         unknown = [x for x in names if x not in known]
         if unknown:
             _fail(field, f"unknown {unknown}; choose from {list(known)}")
+    if c.cue_kind not in CUE_KINDS:
+        _fail("cue_kind", f"must be one of {list(CUE_KINDS)}, got {c.cue_kind!r}")
     if len(c.domains) > len(c.classes):  # domains d and d + K would share one cue mapping
         _fail("domains", f"{len(c.domains)} domains need at least as many classes (got "
                          f"{len(c.classes)}) so that every domain's cue mapping differs")
@@ -139,99 +151,9 @@ class Scene:
     label: int
     cue: int  # index into CUE_COLORS of the cue drawn
     cue_agrees: bool  # cue == the domain's mapped cue for this label
-    cue_box: tuple[int, int, int, int]  # y0, x0, y1, x1 (end-exclusive)
+    cue_box: tuple[int, int, int, int] | None  # y0, x0, y1, x1 (end-exclusive); None unless square
     object_color: RGB
-
-
-@lru_cache(maxsize=8)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates (y, x); cached and read-only since every scene shares them."""
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
-    ys.flags.writeable = False
-    xs.flags.writeable = False
-    return ys, xs
-
-
-def _shape_mask(shape: str, size: int, cy: float, cx: float, r: float, theta: float) -> np.ndarray:
-    """Hard-edged mask of a shape with circumradius `r` (so it fits a disc of radius r)."""
-    ys, xs = _grid(size)
-    dx, dy = xs - cx, ys - cy
-    c, s = math.cos(theta), math.sin(theta)
-    u, v = c * dx + s * dy, -s * dx + c * dy  # coordinates in the shape's rotated frame
-    if shape == "circle":
-        return dx * dx + dy * dy <= (0.9 * r) ** 2
-    if shape == "square":
-        return np.maximum(np.abs(u), np.abs(v)) <= r / math.sqrt(2)
-    if shape == "triangle":  # equilateral: inside all three half-planes at distance r/2
-        inside = np.ones_like(u, dtype=bool)
-        for k in range(3):
-            a = math.pi / 2 + 2 * math.pi * k / 3
-            inside &= u * math.cos(a) + v * math.sin(a) <= r / 2
-        return inside
-    if shape == "cross":  # union of two rectangles; arm tips' corners stay within r
-        arm, half_w = 0.95 * r, 0.3 * r
-        au, av = np.abs(u), np.abs(v)
-        return ((au <= arm) & (av <= half_w)) | ((av <= arm) & (au <= half_w))
-    if shape == "star":  # five points: fold the angle onto one edge tip->inner vertex
-        sector = 2 * math.pi / 5
-        m = np.mod(np.arctan2(v, u), sector)
-        alpha = np.minimum(m, sector - m)
-        rho = np.hypot(u, v)
-        px, py = rho * np.cos(alpha), rho * np.sin(alpha)
-        qx, qy = 0.45 * r * math.cos(sector / 2), 0.45 * r * math.sin(sector / 2)
-        return (qx - r) * py - qy * (px - r) >= 0
-    if shape == "ring":
-        d2 = dx * dx + dy * dy
-        return (d2 <= (0.9 * r) ** 2) & (d2 >= (0.45 * r) ** 2)
-    raise ValueError(f"unknown shape {shape!r}; choose from {list(SHAPES)}")
-
-
-def _background(rng: np.random.Generator, style: DomainStyle, size: int) -> np.ndarray:
-    """Float [H, W, 3] background in the domain's style."""
-    ys, xs = _grid(size)
-    lo, hi = style.bg_range
-    kind = style.background
-    if kind == "gradient":
-        c0, c1 = rng.uniform(lo, hi, 3), rng.uniform(lo, hi, 3)
-        a = rng.uniform(0, 2 * math.pi)
-        t = xs * math.cos(a) + ys * math.sin(a)
-        t = (t - t.min()) / (t.max() - t.min())
-        return c0 + (c1 - c0) * t[..., None]
-    if kind == "stripes":  # paper with thin pencil hatching
-        paper = rng.uniform(lo, hi)
-        ink = paper - rng.uniform(35, 60)
-        period = rng.uniform(*style.period_range) * size
-        a = rng.uniform(0, math.pi)
-        lines = np.mod(xs * math.cos(a) + ys * math.sin(a), period) < max(1.0, size / 64)
-        grey = np.where(lines, ink, paper)
-        return grey[..., None] + np.array([0.0, -3.0, -10.0])  # warm paper tint
-    if kind == "checker":
-        c0 = rng.uniform(lo, hi, 3)
-        c1 = c0 * rng.uniform(0.4, 0.6)  # a darker shade, so the checks are always visible
-        cell = rng.uniform(*style.period_range) * size
-        a = rng.uniform(0, math.pi / 2)
-        u = xs * math.cos(a) + ys * math.sin(a)
-        v = -xs * math.sin(a) + ys * math.cos(a)
-        odd = (np.floor(u / cell) + np.floor(v / cell)) % 2 == 1
-        return np.where(odd[..., None], c1, c0)
-    if kind == "speckle":
-        base, dot = rng.uniform(lo, hi, 3), rng.uniform(lo, hi, 3)
-        dots = rng.random((size, size)) < 0.2
-        return np.where(dots[..., None], dot, base)
-    raise ValueError(f"unknown background kind {kind!r}")
-
-
-def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """Binary dilation by a (2r+1)^2 square, done as two separable passes of shifts."""
-    rows = mask.copy()
-    for k in range(1, r + 1):
-        rows[k:] |= mask[:-k]
-        rows[:-k] |= mask[k:]
-    out = rows.copy()
-    for k in range(1, r + 1):
-        out[:, k:] |= rows[:, :-k]
-        out[:, :-k] |= rows[:, k:]
-    return out
+    cue_mask: np.ndarray  # bool [H, W], exactly the pixels the cue changed
 
 
 def _free_cue_positions(blocked: np.ndarray, side: int) -> np.ndarray:
@@ -250,28 +172,12 @@ def _place_object(rng: np.random.Generator, config: SynthConfig, style: DomainSt
         r = rng.uniform(*style.scale_range) * size
         cy, cx = rng.uniform(r + 1, size - 1 - r, 2)  # the whole disc of radius r fits
         theta = rng.uniform(0, 2 * math.pi)
-        mask = _shape_mask(shape, size, cy, cx, r, theta)
+        mask = shape_mask(shape, size, cy, cx, r, theta)
         free = _free_cue_positions(_dilate(mask, config.margin_px), config.cue_px)
         if mask.any() and free.size:
             return mask, free
     raise RuntimeError(f"could not fit a {config.cue_px}px cue beside a {shape} in "
                        f"{_PLACE_TRIES} tries; lower cue_frac")
-
-
-def _object_colour(rng: np.random.Generator, style: DomainStyle, bg: np.ndarray,
-                   ring: np.ndarray) -> np.ndarray:
-    """A palette colour (class-independent) that stands out from the background around it."""
-    ref = bg[ring].mean(axis=0)
-    best, best_contrast = None, -1.0
-    for _ in range(_COLOUR_TRIES):
-        base = np.asarray(style.palette[rng.integers(len(style.palette))], dtype=np.float64)
-        colour = np.clip(base + rng.integers(-style.jitter, style.jitter + 1, 3), 0, 255)
-        contrast = float(np.abs(colour - ref).sum())
-        if contrast >= _MIN_CONTRAST:
-            return colour
-        if contrast > best_contrast:
-            best, best_contrast = colour, contrast
-    return best
 
 
 def _check_seed(seed: object) -> None:
@@ -283,7 +189,8 @@ def render_scene(config: SynthConfig, seed: int, domain_index: int, index: int) 
     """Render scene `index` of domain `config.domains[domain_index]`, entirely in memory.
 
     All random draws happen in a fixed order whatever the settings, so changing
-    `cue_strength` changes only cue colours and `noise_scale` only the noise.
+    `cue_strength` changes only cue colours, `noise_scale` only the noise, and `cue_kind`
+    only how the cue is drawn (the same object, background, cue colour and noise).
     """
     _check_seed(seed)
     if not _is_int(domain_index) or not 0 <= domain_index < len(config.domains):
@@ -296,21 +203,36 @@ def render_scene(config: SynthConfig, seed: int, domain_index: int, index: int) 
 
     bg = _background(rng, style, config.size)
     mask, free = _place_object(rng, config, style, config.classes[label])
-    colour = _object_colour(rng, style, bg, _dilate(mask, config.margin_px) & ~mask)
+    # The object must stand out from the background around it. With a background cue, from
+    # that background under each of the K tints: still a choice by background alone, never by
+    # cue (which follows the class).
+    refs = bg[_dilate(mask, config.margin_px) & ~mask].mean(axis=0)[None]  # [1, 3]
+    if config.cue_kind == "background":
+        tints = np.array([rgb for _, rgb in CUE_COLORS[:config.n_cues]], dtype=np.float64)
+        refs = (1 - BACKGROUND_CUE_BLEND) * refs + BACKGROUND_CUE_BLEND * tints  # [K, 3]
+    colour = object_colour(rng, style, refs)
 
     mapped = cue_index(config, domain_index, label)
     agrees_draw, random_cue = rng.random(), int(rng.integers(config.n_cues))
     cue = mapped if agrees_draw < config.cue_strength else random_cue
+    # Drawn for both kinds, so that a background-cue scene is its square-cue twin.
     y0, x0 = divmod(int(free[rng.integers(free.size)]), config.size - config.cue_px + 1)
-    y1, x1 = y0 + config.cue_px, x0 + config.cue_px
+    box = (y0, x0, y0 + config.cue_px, x0 + config.cue_px)
 
     img = bg.copy()
     img[mask] = colour
-    img[y0:y1, x0:x1] = CUE_COLORS[cue][1]
+    if config.cue_kind == "square":
+        cue_box: tuple[int, int, int, int] | None = box
+        cue_mask = _box_mask(config.size, box) > 0
+        img[cue_mask] = CUE_COLORS[cue][1]
+    else:  # "background": tint everything but the object; the domain's pattern stays visible
+        cue_box, cue_mask = None, ~mask
+        tint = np.asarray(CUE_COLORS[cue][1], dtype=np.float64)
+        img[cue_mask] = (1 - BACKGROUND_CUE_BLEND) * img[cue_mask] + BACKGROUND_CUE_BLEND * tint
     img += rng.standard_normal(img.shape) * (style.noise_std * config.noise_scale)
     image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return Scene(image, mask, label, cue, cue == mapped, (y0, x0, y1, x1),
-                 tuple(int(v) for v in colour))
+    return Scene(image, mask, label, cue, cue == mapped, cue_box,
+                 tuple(int(v) for v in colour), cue_mask)
 
 
 def render(config: SynthConfig, seed: int, domain_index: int,
@@ -351,7 +273,7 @@ def _write_scenes(root: Path, config: SynthConfig, seed: int,
             _save_png(root / "images" / domain / k / name, scene.image)
             _save_png(root / "masks" / domain / k / name, scene.mask.astype(np.uint8) * 255)
             # The shortcut's own mask, so that explanations can be scored on it (shortcut use).
-            _save_png(root / "cues" / domain / k / name, _box_mask(config.size, scene.cue_box))
+            _save_png(root / "cues" / domain / k / name, scene.cue_mask.astype(np.uint8) * 255)
             counts[domain][k] += 1
             agree[domain] += scene.cue_agrees
             done += 1
@@ -372,10 +294,15 @@ def _metadata(config: SynthConfig, seed: int, stats: dict) -> dict:
     """Everything needed to regenerate and to interpret the dataset; no timestamps, so the
     file is as reproducible as the images."""
     k, p = config.n_cues, config.cue_strength
-    cue = {"rule": "cue(k, d) = (k + d) mod K with probability cue_strength, else uniform",
+    cue = {"kind": config.cue_kind,
+           "rule": "cue(k, d) = (k + d) mod K with probability cue_strength, else uniform",
            "K": k, "colors": {name: list(rgb) for name, rgb in CUE_COLORS[:k]},
            "size_px": config.cue_px, "mapping": cue_mapping(config),
            "expected_agreement": p + (1 - p) / k}
+    if config.cue_kind == "background":
+        cue.update(size_px=None, region="every pixel that is not the object",
+                   blend=BACKGROUND_CUE_BLEND,
+                   formula="(1 - blend) * domain background + blend * cue colour, then noise")
     return {"format": "align-synth", "version": SYNTH_VERSION, "align_version": __version__,
             "seed": seed, "config": asdict(config),
             "styles": {d: asdict(STYLES[d]) for d in config.domains}, "cue": cue, **stats}
@@ -406,3 +333,23 @@ def generate(out_dir: str | Path, config: SynthConfig = DEFAULT_CONFIG, seed: in
         if tmp.exists():  # only on failure: on success it has become `out`
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def dataset_matches(out_dir: str | Path, config: SynthConfig, seed: int) -> bool:
+    """Whether `out_dir` holds a dataset of this generator version made from exactly `config`
+    and `seed`, according to its `synth.json`: the check a cache needs before reusing it.
+
+    Every field of the configuration counts, so a background-cue dataset is never taken for the
+    default one. A `synth.json` written before `cue_kind` existed has the square cue, which is
+    what the missing field defaults to. A configuration this version cannot read is no match.
+    """
+    meta = Path(out_dir) / "synth.json"
+    if not meta.is_file():
+        return False
+    found = json.loads(meta.read_text())
+    if found.get("version") != SYNTH_VERSION or found.get("seed") != seed:
+        return False
+    try:
+        return SynthConfig(**found.get("config", {})) == config
+    except (TypeError, ValueError):  # a field this version does not know, or an invalid value
+        return False

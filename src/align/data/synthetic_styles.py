@@ -46,7 +46,27 @@ STYLES: MappingProxyType[str, DomainStyle] = MappingProxyType({
         10, 6.0, (0.26, 0.40)),
 })
 
+#: Shapes the benchmark's classes are drawn from (SynthConfig.classes).
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "star", "ring")
+
+#: Shapes of the upstream (pre-training) task only; disjoint from SHAPES, so a pretrained
+#: backbone has never been trained to tell the benchmark's classes apart.
+UPSTREAM_SHAPES: tuple[str, ...] = (
+    "ellipse", "semicircle", "crescent", "pentagon", "hexagon", "diamond",
+    "arrow", "tee", "ell", "chevron", "heart", "trapezoid",
+)
+assert not set(SHAPES) & set(UPSTREAM_SHAPES)
+
+# Backgrounds the upstream task adds to the benchmark's four domain styles, for breadth (as
+# ImageNet holds far more kinds of scene than any benchmark). Not benchmark domains. Their
+# palettes mix dark, light and vivid colours, so that some colour stands out on any
+# background.
+_BROAD_PALETTE = ((20, 20, 20), (240, 240, 240), (220, 60, 40), (40, 90, 200),
+                  (240, 200, 40), (40, 160, 80), (150, 60, 170), (120, 120, 120))
+UPSTREAM_STYLES: MappingProxyType[str, DomainStyle] = MappingProxyType({
+    "plain": DomainStyle("flat", (30, 225), (0.0, 0.0), _BROAD_PALETTE, 15, 4.0, (0.20, 0.36)),
+    "blobs": DomainStyle("blobs", (30, 225), (0.0, 0.0), _BROAD_PALETTE, 15, 6.0, (0.20, 0.36)),
+})
 
 #: Cue colours, saturated so a small CNN finds them at once. K = number of classes.
 CUE_COLORS: tuple[tuple[str, RGB], ...] = (
