@@ -141,7 +141,10 @@ def quickstart(
 
 @app.command()
 def benchmark(
-    out: Annotated[Path, typer.Option(help="Folder for the data, the runs and results.md.")] = Path("benchmark"),
+    out: Annotated[Path, typer.Option(help="Folder for the regimes' data and runs, and regimes.md.")] = Path("benchmark"),
+    regime: Annotated[Optional[list[str]], typer.Option(
+        help="Regime(s) (repeatable; default: all four): square-scratch, square-pretrained, "
+             "background-scratch, background-pretrained.")] = None,
     algorithms: Annotated[Optional[list[str]], typer.Option(help="Algorithms to compare.")] = None,
     seeds: Annotated[Optional[list[int]], typer.Option(help="Seeds.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Steps per run (default: the quickstart's).")] = None,
@@ -151,19 +154,32 @@ def benchmark(
     shard: Annotated[Optional[str], typer.Option(
         help="I/N: run only every N-th run from the I-th (cluster array jobs); no table.")] = None,
 ) -> None:
-    """Leave-one-domain-out on the synthetic benchmark: every algorithm x held-out domain x seed,
-    with the quickstart's settings; writes a mean +- std table (resumable)."""
+    """Leave-one-domain-out on the synthetic benchmark: every regime x algorithm x held-out
+    domain x seed, with the quickstart's settings. Each regime goes to OUT/<regime>/ (its
+    results.md per held-out domain); OUT/regimes.md compares them (resumable)."""
+    from .experiments.four_regimes import run_regimes
+    from .regimes import REGIMES
     from .sweep import parse_overrides, parse_shard, run_synthetic_benchmark
 
-    algorithms = algorithms or ["erm", "dre", "align"]
+    algorithms = algorithms or ["erm", "dre", "align", "gradia"]
+    regimes = regime or REGIMES.names()
     for a in algorithms:
         if a not in ALGORITHMS:
             _fail(KeyError(f"unknown algorithm {a!r}; choose from {', '.join(ALGORITHMS.names())}"))
+    for r in regimes:
+        if r not in REGIMES:
+            _fail(KeyError(f"unknown regime {r!r}; choose from {', '.join(REGIMES.names())}"))
     try:
         overrides = parse_overrides(set_ or [], algorithms)
-        run_synthetic_benchmark(out, algorithms, seeds or [0, 1, 2], steps=steps,
-                                test_domains=test_domains, console=console, overrides=overrides,
-                                shard=parse_shard(shard))
+        if overrides:  # a variant: its own runs and results-KEY=VALUE.md in each regime's folder
+            for r in regimes:
+                run_synthetic_benchmark(out / r, algorithms, seeds or [0, 1, 2], steps=steps,
+                                        test_domains=test_domains, console=console,
+                                        overrides=overrides, shard=parse_shard(shard), regime=r,
+                                        pretrained_dir=out / "pretrained")
+        else:
+            run_regimes(out, regimes, algorithms, seeds or [0, 1, 2], steps=steps,
+                        test_domains=test_domains, console=console, shard=parse_shard(shard))
     except ValueError as e:
         _fail(e)
 

@@ -73,17 +73,23 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def synthetic_configs(out: Path, data: Path, algorithms: list[str], seeds: list[int],
                       steps: int | None = None, test_domains: list[str] | None = None,
-                      overrides: dict | None = None) -> list[TrainConfig]:
+                      overrides: dict | None = None,
+                      regime_settings: dict | None = None) -> list[TrainConfig]:
+    """Every (algorithm, held-out domain, seed) run of the grid, with the quickstart's settings
+    updated by `regime_settings` (e.g. the pretrained weights of `align.regimes`). Every run also
+    scores ALIGN's masker against the cue masks at each evaluation (`eval_masks`)."""
     domains = sorted(p.name for p in (data / "images").iterdir() if p.is_dir())
     unknown = sorted(set(test_domains or []) - set(domains))
     if unknown:
         raise ValueError(f"unknown test domain(s) {', '.join(unknown)}; the benchmark has {', '.join(domains)}")
     domains = [d for d in domains if not test_domains or d in test_domains]
-    settings = {**QUICKSTART_SETTINGS, **({"steps": steps} if steps else {})}
+    settings = {**QUICKSTART_SETTINGS, **({"steps": steps} if steps else {}),
+                **(regime_settings or {})}
     overrides = overrides or {}
+    cues = {"cue": str(data / "cues")} if (data / "cues").is_dir() else {}
     return [
         TrainConfig(
-            data=str(data / "images"), masks=str(data / "masks"),
+            data=str(data / "images"), masks=str(data / "masks"), eval_masks=cues,
             out=str(out / "runs" / run_name(a, d, s, variant_label(a, overrides))), algorithm=a,
             protocol="lodo", test_domains=[d], seed=s,
             hparams={**quickstart_hparams(a, settings["steps"]), **overrides}, **settings,
@@ -163,20 +169,30 @@ def markdown_table(agg: dict) -> str:
 def run_synthetic_benchmark(out: Path, algorithms: list[str], seeds: list[int],
                             steps: int | None = None, test_domains: list[str] | None = None,
                             console: Console | None = None, overrides: dict | None = None,
-                            shard: tuple[int, int] | None = None) -> dict | None:
-    """Train (or resume) every run of the grid, then write results.md / results.json
-    (`results-<KEY=VALUE...>.md/.json` for a variant, so it never replaces the defaults' table).
+                            shard: tuple[int, int] | None = None,
+                            regime: str = "square-scratch",
+                            pretrained_dir: Path | None = None) -> dict | None:
+    """Train (or resume) every run of the grid of one regime (`align.regimes`) in `out`, then
+    write results.md / results.json (`results-<KEY=VALUE...>.md/.json` for a variant, so it
+    never replaces the defaults' table). A pretrained regime's weights are made once in
+    `pretrained_dir` (default `out/pretrained`).
 
     With `shard=(i, n)` only every n-th run from the i-th is trained and nothing is aggregated
     (returns None): the other shards may still be running.
     """
+    from .regimes import REGIMES
     from .train.loop import Trainer
     from .ui import progress_bar
 
     console = console or Console()
     out = Path(out)
-    data = ensure_data(out / "data", 0, console)
-    configs = synthetic_configs(out, data, algorithms, seeds, steps, test_domains, overrides)
+    spec = REGIMES.get(regime)
+    data = ensure_data(out / "data", 0, console, spec.synth_config)
+    regime_settings = spec.train_settings(pretrained_dir or out / "pretrained",
+                                          QUICKSTART_SETTINGS["backbone"],
+                                          QUICKSTART_SETTINGS["image_size"], console)
+    configs = synthetic_configs(out, data, algorithms, seeds, steps, test_domains, overrides,
+                                regime_settings)
     mine = [(i, c) for i, c in enumerate(configs) if shard is None or i % shard[1] == shard[0]]
     for i, cfg in mine:
         label = f"[{i + 1}/{len(configs)}] {Path(cfg.out).relative_to(out / 'runs')}"

@@ -1,0 +1,130 @@
+"""`align benchmark` over the four regimes: {square, background} cue x {scratch, pretrained}.
+
+    run_regimes(Path("benchmark"), ["square-scratch", ...], ["erm", "dre", "align", "gradia"],
+                seeds=[0, 1, 2])
+
+Each regime is a whole synthetic benchmark of its own in `OUT/<regime>/` (data, runs,
+results.md: per held-out domain), trained by `sweep.run_synthetic_benchmark`; the pretrained
+regimes share one upstream-pretrained weights file in `OUT/pretrained/`. The combined table,
+`OUT/regimes.md` (and `.json`), is a pure function of the run directories:
+
+- OOD accuracy: the held-out domains averaged per seed, then mean +- sample std over seeds;
+- paired vs ERM: the mean difference over (held-out domain, seed) pairs, its standard error and
+  how many pairs favour the row (`mask_quality.paired_difference`);
+- in-domain: the training domains' validation accuracy;
+- selected steps (range over runs) and the warm-up end (ALIGN: guidance start);
+- ALIGN's masker on the held-out domain at the selected checkpoint: mean mask value inside the
+  object (keeps object), inside the cue (keeps cue) and over the whole image (area).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from rich.console import Console
+
+from .. import io
+from ..sweep import run_synthetic_benchmark
+from .mask_quality import paired_difference
+
+
+def run_regimes(out: Path, regimes: list[str], algorithms: list[str], seeds: list[int], *,
+                steps: int | None = None, test_domains: list[str] | None = None,
+                console: Console | None = None,
+                shard: tuple[int, int] | None = None) -> dict | None:
+    """Train every regime's grid (resumable), then write OUT/regimes.md and .json (not with
+    `shard`: other shards may still be running)."""
+    console = console or Console()
+    out = Path(out)
+    for regime in regimes:
+        console.rule(f"regime {regime}")
+        run_synthetic_benchmark(out / regime, algorithms, seeds, steps=steps,
+                                test_domains=test_domains, console=console, shard=shard,
+                                regime=regime, pretrained_dir=out / "pretrained")
+    if shard is not None:
+        return None
+    table = collect(out, regimes, algorithms)
+    text = markdown(table)
+    io.write_json(out / "regimes.json", table)
+    io.write_text(out / "regimes.md", text)
+    console.print(text)
+    return table
+
+
+def _run_dirs(root: Path, algorithm: str) -> list[Path]:
+    return sorted(p.parent for p in (root / "runs" / algorithm).glob("test-*/seed*/summary.json"))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def collect(out: Path, regimes: list[str], algorithms: list[str]) -> dict:
+    """{regime: {algorithm: row}} from the finished runs under OUT/<regime>/runs/<algorithm>/."""
+    table: dict = {}
+    for regime in regimes:
+        rows: dict = {}
+        for algorithm in algorithms:
+            per_run: dict[str, float] = {}
+            by_seed: dict[int, list[float]] = {}
+            ind, steps, starts, scores = [], [], set(), {"object": [], "cue": [], "area": []}
+            for run in _run_dirs(out / regime, algorithm):
+                summary = json.loads((run / "summary.json").read_text())
+                sel = summary[json.loads((run / "config.json").read_text()).get(
+                    "selection", "training_domain_validation")]
+                dom, seed = run.parent.name.removeprefix("test-"), int(run.name.removeprefix("seed"))
+                per_run[f"{dom}/{seed}"] = sel["test_acc"]
+                by_seed.setdefault(seed, []).append(sel["test_acc"])
+                ind.append(sel["val_acc"])
+                steps.append(sel["step"])
+                starts.add(summary.get("objective_start", 0))
+                ev = sel.get("eval", {})
+                for name, key in (("object", "masker_coverage"), ("cue", "masker_coverage@cue"),
+                                  ("area", "masker_area")):
+                    value = ev.get(key, {}).get(f"{dom}_in")
+                    if value is not None:
+                        scores[name].append(value)
+            if not per_run:
+                continue
+            # Only seeds with every held-out domain enter the per-seed average.
+            n_dom = max(len(v) for v in by_seed.values())
+            seed_avgs = [statistics.fmean(v) for v in by_seed.values() if len(v) == n_dom]
+            rows[algorithm] = {
+                "ood": _mean_std(seed_avgs), "n_seeds": len(seed_avgs), "n_runs": len(per_run),
+                "in_domain": statistics.fmean(ind), "per_run": per_run,
+                "steps": [min(steps), max(steps)], "objective_start": sorted(starts),
+                "masker": {k: statistics.fmean(v) for k, v in scores.items() if v},
+            }
+        if "erm" in rows:
+            for row in rows.values():
+                row["paired_vs_erm"] = paired_difference(row["per_run"], rows["erm"]["per_run"])
+        table[regime] = rows
+    return table
+
+
+def _pct(mean_std: tuple[float, float]) -> str:
+    return f"{100 * mean_std[0]:.1f} ± {100 * mean_std[1]:.1f}"
+
+
+def markdown(table: dict) -> str:
+    head = ("| regime | algorithm | OOD % (avg over held-out domains; mean ± std over seeds) "
+            "| paired vs ERM (points) | in-domain % | selected steps | warm-up until "
+            "| masker keeps object | masker keeps cue | masker area |")
+    lines = [head, "|" + "---|" * 10]
+    for regime, rows in table.items():
+        for algorithm, r in rows.items():
+            p = r.get("paired_vs_erm")
+            paired = "-" if algorithm == "erm" or not p or not p["n"] else (
+                f"{100 * p['mean']:+.1f} (s.e. {100 * p['se']:.1f}; {p['higher']}/{p['n']} higher)")
+            m = r["masker"]
+            cov = [f"{m[k]:.2f}" if k in m else "-" for k in ("object", "cue", "area")]
+            start = "/".join(str(s) for s in r["objective_start"] if s) or "-"
+            lines.append(
+                f"| {regime} | {algorithm} | {_pct(r['ood'])} (n={r['n_seeds']}) | {paired} "
+                f"| {100 * r['in_domain']:.1f} | {r['steps'][0]}-{r['steps'][1]} | {start} | "
+                + " | ".join(cov) + " |")
+    return "\n".join(lines) + "\n"
