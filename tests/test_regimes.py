@@ -62,5 +62,13 @@ def test_run_regimes_trains_each_regime_and_writes_one_table(tiny_regimes, tmp_p
     assert align_row["paired_vs_erm"]["n"] == 1
     assert set(align_row["masker"]) == {"object", "cue", "area"}
     assert table["background-pretrained"]["erm"]["masker"] == {}
+    from align.experiments.four_regimes import masker_curves
+
+    curves = masker_curves(out / "background-pretrained")
+    assert set(curves) == {"keeps object", "keeps cue", "area"}
+    steps, runs = curves["keeps cue"]
+    assert steps == [2, 4] and len(runs) == 1
+    assert runs[0][-1] == pytest.approx(align_row["masker"]["cue"])  # selected = last here
+    assert (out / "figures" / "regimes-masker.png").stat().st_size > 0
     text = (out / "regimes.md").read_text()
     assert "| background-pretrained | align |" in text and "| square-scratch | erm |" in text

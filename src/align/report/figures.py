@@ -39,7 +39,7 @@ class FigureFile:
     caption: str
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
@@ -183,7 +183,7 @@ def _method_columns(label: str, loaded, x, classes: list[str]) -> list[tuple[str
 
 def _examples_grid(images: np.ndarray, labels: list[str], columns: list[tuple[str, list]]):
     rows, cols = len(images), 1 + len(columns)
-    fig = _figure(1.5 * cols, 1.5 * rows + 0.4)
+    fig = new_figure(1.5 * cols, 1.5 * rows + 0.4)
     axes = fig.subplots(rows, cols, squeeze=False)
     for i in range(rows):
         axes[i, 0].imshow(images[i])
@@ -234,7 +234,7 @@ def curves_figure(setting: Setting, out_dir: Path) -> tuple[FigureFile | None, l
                                           for m in setting.methods)]
     if not roles:
         return None, [f"curves of {setting.title} skipped: no evaluation.json with curves"]
-    fig = _figure(8, 3.2 * len(roles))
+    fig = new_figure(8, 3.2 * len(roles))
     axes = fig.subplots(len(roles), 2, squeeze=False)
     for i, role in enumerate(roles):
         for j, metric in enumerate(metrics):
@@ -276,7 +276,7 @@ def training_figure(method: Method, setting: Setting, out_dir: Path
     panels = terms + [f"eval: {k}" for k in scores] + ["validation accuracy"]
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = _figure(3.0 * ncols, 2.4 * nrows + 0.3)
+    fig = new_figure(3.0 * ncols, 2.4 * nrows + 0.3)
     axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
     for k, run in enumerate(runs):
         steps = [rec["step"] for rec in run.results]

@@ -55,13 +55,14 @@ def comparison_table(runs: dict[str, tuple[dict, dict]], title: str,
             r = per_run[name][base["domain"]]
             cells += [_pct(r["in_domain"]), _pct(r["out_of_domain"])]
         table.add_row(*cells)
-    # Which checkpoint the numbers come from, and where each algorithm's warm-up ended (ALIGN:
-    # guidance start); selection never picks a warm-up checkpoint (train.selection.summarize).
-    table.add_row("selected step", "", *[c for s, _ in runs.values()
+    # "step": the selected checkpoint the numbers come from; "warm-up": where each algorithm's
+    # warm-up ends (ALIGN: guidance starts); selection never picks a warm-up checkpoint
+    # (train.selection.summarize). Short labels keep the table within 80 columns.
+    table.add_row("step", "", *[c for s, _ in runs.values()
                                           for c in (str(s[method]["step"]), "")])
     starts = [s.get("objective_start", 0) for s, _ in runs.values()]
     if any(starts):
-        table.add_row("warm-up until", "", *[c for v in starts for c in (str(v) if v else "-", "")])
+        table.add_row("warm-up", "", *[c for v in starts for c in (str(v) if v else "-", "")])
     return table
 
 
