@@ -39,11 +39,9 @@ MISSING = "-"
 #: Algorithm evaluation scores shown next to the metrics, with their direction.
 EXTRA_DIRECTIONS = {"masker_iou": "higher"}
 ACCURACY_NOTES = {
-    "in_domain": "Model selected by training-domain validation; all samples of each split. "
-                 "In-distribution = a training domain's held-out `out` split (its validation "
-                 "split; in_distribution protocol: its test split).",
-    "ood": "Model selected by training-domain validation; all samples of each held-out "
-           "domain's test split.",
+    "in_domain": "All samples of each split. In-distribution = a training domain's held-out "
+                 "`out` split (its validation split; in_distribution protocol: its test split).",
+    "ood": "All samples of each held-out domain's test split.",
 }
 DISPLAY = {"insertion": "insertion AUC", "deletion": "deletion AUC", "iou": "IoU",
            "masker_iou": "masker IoU"}
@@ -209,14 +207,30 @@ def evaluation_note(setting: Setting) -> str:
     return f"Explanations: {configs[0]}." if configs else ""
 
 
+def selection_note(setting: Setting) -> str:
+    """Which checkpoints the accuracies come from: each method's selection criterion, the range
+    of its selected steps over runs and, where it has one, the end of its warm-up (ALIGN:
+    guidance start), before which no checkpoint is selected."""
+    parts = []
+    for m in setting.methods:
+        steps = sorted(r.selected["step"] for r in m.runs)
+        starts = sorted({r.summary.get("objective_start", 0) for r in m.runs} - {0})
+        criteria = "/".join(sorted({r.selection for r in m.runs}))
+        span = f"{steps[0]}" if steps[0] == steps[-1] else f"{steps[0]}-{steps[-1]}"
+        warm = f", warm-up until {'/'.join(map(str, starts))}" if starts else ""
+        parts.append(f"{m.label}: {criteria}, step {span}{warm}")
+    return "Selected checkpoints: " + "; ".join(parts) + "."
+
+
 def build_tables(setting: Setting) -> list[Table]:
     """Every table of one setting, in report order (empty tables left out)."""
     domains = list(setting.domains)
     tables = []
+    selection = selection_note(setting)
     for role, role_name in ROLES:
         tables.append(_table(setting, f"accuracy_{role}", f"Accuracy, {role_name} (%)",
                              _accuracy(role), domains, lambda c: "higher", avg=True,
-                             note=ACCURACY_NOTES[role]))
+                             note=f"{ACCURACY_NOTES[role]} {selection}"))
     note = evaluation_note(setting)
     order = _metric_order()
     for role, role_name in ROLES:
