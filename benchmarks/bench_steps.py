@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 
 from align.algorithms import Batch, build_algorithm  # noqa: E402
-from align.train.loop import train_step  # noqa: E402
+from align.training.loop import train_step  # noqa: E402
 
 
 def make(name: str, backbone: str, device: torch.device):

@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from align.algorithms import Batch, build_algorithm
-from align.train.loop import train_step
+from align.training.loop import train_step
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import torch
 
 from align.algorithms import ALGORITHMS, Batch, build_algorithm
 from align.algorithms.dre import DRE
-from align.train.loop import NonFiniteLoss, train_step
+from align.training.loop import NonFiniteLoss, train_step
 
 FAST = {"align": {"warmup_steps": 1, "masker_warmup_steps": 1}}
 

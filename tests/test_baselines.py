@@ -21,7 +21,7 @@ from align.algorithms.res import res_labels, res_robust_loss
 from align.algorithms.rrr import rrr_terms
 from align.algorithms.sgt import fill_masked, input_saliency, lowest_saliency_mask
 from align.losses import binomial_blur3, masked_mean, normalize_by_max
-from align.train.loop import train_step
+from align.training.loop import train_step
 
 MASK_SUPERVISED = {"gradia", "haics", "res_g", "res_l", "rrr"}
 BASELINES = MASK_SUPERVISED | {"sgt", "mixup", "groupdro", "irm"}

@@ -83,7 +83,7 @@ def test_train_align_from_the_cli_with_hparams_in_the_config(tmp_path, tiny_synt
 
 
 def test_evaluate_named_against_cue_masks_with_chosen_metrics(tmp_path, tiny_synth):
-    from align.train.loop import Trainer
+    from align.training.loop import Trainer
     from conftest import tiny_config
 
     run = tmp_path / "run"

@@ -11,8 +11,8 @@ from align import io
 from align.config import make_config, read_config_file
 from align.hparams import HParam, resolve, sample, seed_hash
 from align.registry import Registry
-from align.train.protocols import make_protocol
-from align.train.selection import summarize, training_domain_validation
+from align.training.protocols import make_protocol
+from align.training.selection import summarize, training_domain_validation
 
 
 def test_registry_refuses_duplicates_and_names_choices():

@@ -186,7 +186,7 @@ def test_insertion_28_steps_on_dre_blur_equals_dre_insertion_loop():
 @pytest.fixture(scope="module")
 def erm_run(tiny_synth, tmp_path_factory):
     """A tiny trained ERM run (lodo, texture held out), without any evaluation file."""
-    from align.train.loop import Trainer
+    from align.training.loop import Trainer
     from conftest import tiny_config
 
     torch.set_num_threads(1)

@@ -28,7 +28,7 @@ from align.metrics import METRICS
 from align.report.build import TABLE_FILES, make_report, write_tables
 from align.report.collect import RunDirError, RunRecord, group_methods, load_run_record
 from align.report.paper_tables import Cell, Table, to_markdown
-from align.train.loop import Trainer
+from align.training.loop import Trainer
 
 from conftest import tiny_config
 

@@ -54,7 +54,7 @@ def test_differentiable_gradcam_trains_on_cuda(exact_cuda):
 
 def test_align_trains_on_cuda_and_loads_on_cpu(tiny_synth, tmp_path):
     from align.api import load_run
-    from align.train.loop import Trainer
+    from align.training.loop import Trainer
 
     run_path = tmp_path / "run"
     cfg = tiny_config(

@@ -18,10 +18,10 @@ from align.algorithms import ALGORITHMS
 from align.cli import app
 from align.config import FIELDS, TrainConfig, make_config
 from align.hparams import resolve
-from align.training_presets import PRESETS
-from align.train.loop import Trainer
-from align.train.rundir import RunDir
-from align.train.selection import CRITERIA, lowest_val_loss, summarize, val_loss
+from align.training.presets import PRESETS
+from align.training.loop import Trainer
+from align.training.rundir import RunDir
+from align.training.selection import CRITERIA, lowest_val_loss, summarize, val_loss
 from align.ui import print_summary
 
 from conftest import tiny_config
@@ -188,7 +188,7 @@ def test_cli_preset_dre_trains_with_val_loss_selection(tiny_synth, tmp_path):
 
 
 def test_api_train_takes_a_preset_and_refuses_mixed_arguments(tmp_path):
-    from align.api import train  # (`align.train` is the subpackage once align.train.loop is loaded)
+    from align.api import train  # (`align.train` is the subpackage once align.training.loop is loaded)
 
     with pytest.raises(KeyError, match="unknown training preset 'nope'"):
         train(preset="nope", data="d", out=str(tmp_path / "r"), test_domains=["A"])

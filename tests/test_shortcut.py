@@ -10,7 +10,7 @@ import torch
 
 from align.data.synthetic import DEFAULT_CONFIG
 from align.experiments.shortcut import AREA_ROW, run_shortcut
-from align.train.loop import Trainer
+from align.training.loop import Trainer
 
 from conftest import tiny_config
 

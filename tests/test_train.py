@@ -10,7 +10,7 @@ import torch
 import align
 from align import io
 from align.algorithms.erm import ERM
-from align.train.loop import NonFiniteLoss, Progress, Trainer
+from align.training.loop import NonFiniteLoss, Progress, Trainer
 
 from conftest import tiny_config
 
@@ -193,7 +193,7 @@ def test_align_selection_skips_warm_up_checkpoints_and_best_pt_agrees(tiny_synth
 
 
 def test_selection_considers_only_checkpoints_after_the_warm_up():
-    from align.train.selection import summarize
+    from align.training.selection import summarize
 
     proto = {"val_keys": ["a_out"], "test_keys": ["b_in"]}
     recs = [{"step": s, "acc": {"a_out": v, "b_in": 0.5}} for s, v in ((4, 0.9), (8, 0.6), (12, 0.7))]

@@ -22,13 +22,13 @@ import torch
 from . import io
 from .algorithms import Algorithm, build_algorithm
 from .config import TrainConfig, make_config
-from .train.loop import Progress, Trainer
-from .train.rundir import RunDir
+from .training.loop import Progress, Trainer
+from .training.rundir import RunDir
 
 
 def train(config: TrainConfig | None = None, *, config_file: str | None = None,
           preset: str | None = None, progress: Progress | None = None, **overrides: Any) -> dict:
-    """Train (or resume) a run; returns its summary (see `train.selection.summarize`).
+    """Train (or resume) a run; returns its summary (see `training.selection.summarize`).
 
     Pass a `TrainConfig`, or keyword overrides of its fields (plus an optional config file and a
     named preset, e.g. `preset="dre"`; precedence: defaults < preset < file < overrides).

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from .algorithms import ALGORITHMS
 from .config import PROTOCOLS
-from .training_presets import PRESETS as TRAINING_PRESETS
+from .training.presets import PRESETS as TRAINING_PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ALIGN and explanation-guided learning baselines (arXiv 2511.06944).")
@@ -102,17 +102,19 @@ def train(
     """Train one algorithm on a DomainBed-layout dataset under one protocol."""
     from .config import make_config
     from .data.folder import DataError
-    from .train.loop import NonFiniteLoss, Trainer
+    from .training.loop import NonFiniteLoss, Trainer
     from .ui import progress_bar, print_summary
 
     try:
-        cfg = make_config(
-            config, preset=preset, data=str(data) if data else None, out=str(out) if out else None,
+        flags = dict(
+            data=str(data) if data else None, out=str(out) if out else None,
             masks=str(masks) if masks else None, dataset=dataset, algorithm=algorithm,
             protocol=protocol, test_domains=test_domains or None,
             train_domains=train_domains or None, steps=steps, seed=seed, backbone=backbone,
             device=device, skip_bad_images=skip_bad_images,
         )
+        # Only the flags given on the command line override the preset and the config file.
+        cfg = make_config(config, preset=preset, **{k: v for k, v in flags.items() if v is not None})
         with progress_bar(cfg.steps, cfg.algorithm) as prog:
             trainer = Trainer(cfg, prog)
             if trainer.folder.skipped:

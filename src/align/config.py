@@ -2,7 +2,7 @@
 
 Every field has a default and a one-line help; a config file may set any field (and the
 algorithm's hyperparameters under `hparams:`); unknown keys are errors that name the key.
-Precedence: defaults < a named preset (`align.training_presets`) < config file < CLI flags.
+Precedence: defaults < a named preset (`align.training.presets`) < config file < CLI flags.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from .training_presets import PRESETS as TRAINING_PRESETS
-from .train.selection import CRITERIA
+from .training.presets import PRESETS as TRAINING_PRESETS
+from .training.selection import CRITERIA
 
 PROTOCOLS = ("lodo", "single_source", "in_distribution")
 
@@ -52,8 +52,8 @@ class TrainConfig:
     # Named masks folders scored only at evaluation by the algorithm's eval terms, logged as
     # TERM@NAME (e.g. {cue: data/cues}: how much of the shortcut ALIGN's masker keeps).
     eval_masks: dict[str, str] = field(default_factory=dict)
-    selection: str = "training_domain_validation"  # what checkpoints/best.pt holds (train.selection)
-    preset: str | None = None  # the training preset applied (align.training_presets), recorded for the record
+    selection: str = "training_domain_validation"  # what checkpoints/best.pt holds (training.selection)
+    preset: str | None = None  # the training preset applied (align.training.presets), recorded for the record
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -130,7 +130,9 @@ def _merge(values: dict[str, Any], new: dict[str, Any]) -> None:
 
 def make_config(file: str | Path | None = None, *, preset: str | None = None,
                 **overrides: Any) -> TrainConfig:
-    """Defaults < preset < config file < explicit overrides (None overrides are ignored).
+    """Defaults < preset < config file < explicit overrides. An override of None sets None
+    (e.g. `pretrained=None`: no pre-trained weights); callers with optional flags (the CLI) pass
+    only the flags that were given.
 
     The preset is `preset`, else the config file's `preset` key (so a run's config.json, which
     records its preset, resolves to the same configuration). Unknown preset: KeyError naming the
@@ -146,6 +148,5 @@ def make_config(file: str | Path | None = None, *, preset: str | None = None,
     for k, v in overrides.items():
         if k not in FIELDS:
             raise ValueError(f"unknown config key {k!r}")
-        if v is not None:
-            _merge(values, {k: v})
+        _merge(values, {k: v})
     return TrainConfig(**values).validate()

@@ -63,7 +63,7 @@ import torch
 
 from . import __version__, io
 from .evaluation_presets import EvalSettings, build_metrics, json_metric_params, resolve_settings
-from .train.rundir import RunDir
+from .training.rundir import RunDir
 
 FORMAT = "align-evaluation"
 VERSION = 1
@@ -126,7 +126,7 @@ def evaluate_run(
     """Evaluate `run_dir`'s `checkpoint` on its test splits; write and return evaluation.json.
 
     Args:
-        run_dir: a run directory (see `align.train.rundir`).
+        run_dir: a run directory (see `align.training.rundir`).
         checkpoint: "best" (chosen by the run's `selection`) or "last".
         explainer: a name in `align.metrics.EXPLAINERS` ("gradcam", "input_gradient",
             "integrated_gradients").

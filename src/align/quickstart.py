@@ -65,7 +65,7 @@ def run_quickstart(out: Path, steps: int | None = None, seed: int = 0,
                    console: Console | None = None,
                    algorithms: tuple[str, ...] = QUICKSTART_ALGORITHMS) -> dict:
     """Run the quickstart; returns {algorithm: (summary, protocol)}."""
-    from .train.loop import Trainer
+    from .training.loop import Trainer
     from .ui import print_summary, progress_bar
 
     console = console or Console()

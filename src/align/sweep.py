@@ -181,7 +181,7 @@ def run_synthetic_benchmark(out: Path, algorithms: list[str], seeds: list[int],
     (returns None): the other shards may still be running.
     """
     from .regimes import REGIMES
-    from .train.loop import Trainer
+    from .training.loop import Trainer
     from .ui import progress_bar
 
     console = console or Console()

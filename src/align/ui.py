@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
 
 from .report.tables import comparison_table, masker_iou_table
-from .train.loop import Progress
-from .train.selection import SELECTION_METHODS
+from .training.loop import Progress
+from .training.selection import SELECTION_METHODS
 
 
 @contextmanager

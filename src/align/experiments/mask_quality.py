@@ -102,7 +102,7 @@ def run_mask_quality(out: Path, *, method: str = "gradia", seeds: list[int] = (0
                      console: Console | None = None) -> dict:
     """Run the experiment into `out` (data generated there unless `data`, a synthetic benchmark
     folder with images/ and masks/, is given); returns {guidance label: result}."""
-    from ..train.loop import Trainer
+    from ..training.loop import Trainer
     from ..ui import progress_bar
 
     check_method(method)

@@ -90,7 +90,7 @@ def _load_batch(run: RunRecord, paths: list[str]):
     from ..data.dataset import ImageDataset
     from ..data.transforms import build_transform
     from ..evaluate import rebuild_folder
-    from ..train.rundir import RunDir
+    from ..training.rundir import RunDir
 
     import torch
 

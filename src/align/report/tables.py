@@ -57,7 +57,7 @@ def comparison_table(runs: dict[str, tuple[dict, dict]], title: str,
         table.add_row(*cells)
     # "step": the selected checkpoint the numbers come from; "warm-up": where each algorithm's
     # warm-up ends (ALIGN: guidance starts); selection never picks a warm-up checkpoint
-    # (train.selection.summarize). Short labels keep the table within 80 columns.
+    # (training.selection.summarize). Short labels keep the table within 80 columns.
     table.add_row("step", "", *[c for s, _ in runs.values()
                                           for c in (str(s[method]["step"]), "")])
     starts = [s.get("objective_start", 0) for s, _ in runs.values()]

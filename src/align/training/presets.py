@@ -31,7 +31,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .registry import Registry
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
