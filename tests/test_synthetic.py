@@ -410,12 +410,32 @@ def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "synth"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(FileExistsError, match="not empty"):
         generate(out, SMALL)
     assert (out / "keep.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
-    generate(out, SMALL, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "synth.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]  # no temporaries left
+    # Regression (issue 10): --overwrite used to delete any folder; a user's folder is kept.
+    with pytest.raises(FileExistsError, match="not a synthetic benchmark"):
+        generate(out, SMALL, overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
+    ours = tmp_path / "ours"
+    generate(ours, SMALL, seed=1)
+    generate(ours, SMALL, seed=2, overwrite=True)  # a dataset it made: replaced
+    assert json.loads((ours / "synth.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "synth"]  # no temporaries
+
+
+def test_commands_never_replace_a_data_folder_they_did_not_make(tmp_path):
+    """`align quickstart|benchmark --out D` regenerate D/data only if it is their benchmark."""
+    from rich.console import Console
+
+    from align.quickstart import ensure_data
+
+    data = tmp_path / "data"
+    (data / "VOC2007").mkdir(parents=True)
+    (data / "notes.txt").write_text("my notes")
+    with pytest.raises(FileExistsError, match=str(data)):
+        ensure_data(data, 0, Console(quiet=True), SMALL)
+    assert (data / "notes.txt").read_text() == "my notes" and (data / "VOC2007").is_dir()
 
 
 def test_empty_existing_directory_is_fine(tmp_path):

@@ -31,7 +31,7 @@ def synth(
     cue_strength: Annotated[float, typer.Option(help="P(the cue agrees with the class's mapped cue).")] = 0.9,
     cue_kind: Annotated[str, typer.Option(
         help="square (a small cue square) | background (a tint of the whole background).")] = "square",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a synthetic benchmark made by align synth (never another folder).")] = False,
 ) -> None:
     """Generate the synthetic benchmark in the DomainBed layout, with exact object and cue masks."""
     import dataclasses
@@ -182,7 +182,7 @@ def benchmark(
         else:
             run_regimes(out, regimes, algorithms, seeds or [0, 1, 2], steps=steps,
                         test_domains=test_domains, console=console, shard=parse_shard(shard))
-    except ValueError as e:
+    except (ValueError, FileExistsError) as e:
         _fail(e)
 
 
@@ -253,7 +253,7 @@ def mask_quality(
     try:  # refuses a method that ignores masks before anything is written
         run_mask_quality(out, method=method, seeds=seeds or [0, 1, 2], test_domains=test_domains,
                          levels=levels or [1.0, 0.9, 0.8], kind=kind, steps=steps, console=console)
-    except ValueError as e:
+    except (ValueError, FileExistsError) as e:
         _fail(e)
     stem = output_stem(method)
     console.print((out / f"{stem}.md").read_text())

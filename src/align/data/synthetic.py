@@ -247,11 +247,29 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, format="PNG")
 
 
+def made_by_generate(out_dir: str | Path) -> bool:
+    """Whether `out_dir` is a dataset this generator wrote: its `synth.json` is the marker
+    (`"format": "align-synth"`), whatever its version or settings."""
+    meta = Path(out_dir) / "synth.json"
+    try:
+        return json.loads(meta.read_text()).get("format") == "align-synth"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _check_target(out: Path, overwrite: bool) -> None:
+    """A non-empty `out` is replaced only with `overwrite` and only if this generator made it:
+    a folder of anything else (a user's images, notes) is never deleted."""
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise FileExistsError(f"{out} exists and is not a directory")
-        if not overwrite and any(out.iterdir()):
+        if not any(out.iterdir()):
+            return
+        if not made_by_generate(out):
+            raise FileExistsError(
+                f"{out} exists, is not empty and is not a synthetic benchmark made by `align "
+                "synth` (no synth.json marker): it is left untouched; choose another folder")
+        if not overwrite:
             raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True "
                                   "(--overwrite) to replace it")
 
