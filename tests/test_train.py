@@ -76,15 +76,62 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_synth, tmp_path
 
 
 def test_records_newer_than_the_checkpoint_are_dropped_on_resume(tiny_synth, tmp_path):
+    """An old-format checkpoint (no records inside): results.jsonl is cut back to its step."""
     run = tmp_path / "run"
     Trainer(tiny_config(tiny_synth, run, steps=8)).run()
-    # A crash between a checkpoint and its record (or after a record) must not duplicate lines.
     state = io.load_checkpoint(run / "checkpoints" / "last.pt")
     state["step"] = 4
+    del state["records"], state["best_step"]
     io.save_checkpoint(run / "checkpoints" / "last.pt", state)
     (run / "done").unlink()
     Trainer(tiny_config(tiny_synth, run, steps=8)).run()
     assert [r["step"] for r in _records(run)] == [4, 8]
+
+
+@pytest.mark.parametrize("damage", ["record_without_checkpoint", "checkpoint_without_record",
+                                    "results_deleted"])
+def test_no_record_is_lost_or_doubled_between_checkpoint_and_record(tiny_synth, tmp_path, damage):
+    """Regression (issue 10): a kill after last.pt but before the record's append lost that
+    record for good. last.pt now holds every record and results.jsonl is rewritten from it."""
+    full = tmp_path / "full"
+    Trainer(tiny_config(tiny_synth, full)).run()
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_synth, run, steps=8)).run()
+    (run / "done").unlink()
+    lines = (run / "results.jsonl").read_text().splitlines(keepends=True)
+    if damage == "record_without_checkpoint":  # killed after a record, before its checkpoint
+        (run / "results.jsonl").write_text("".join(lines) + lines[-1].replace('"step": 8', '"step": 12'))
+    elif damage == "checkpoint_without_record":  # killed after last.pt, before the record
+        (run / "results.jsonl").write_text("".join(lines[:-1]))
+    else:
+        (run / "results.jsonl").unlink()
+    summary = Trainer(tiny_config(tiny_synth, run)).run()
+    assert _strip_time(_records(run)) == _strip_time(_records(full))
+    best = io.load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["step"] == summary["training_domain_validation"]["step"]
+
+
+def test_best_pt_left_behind_by_a_kill_is_restored_from_the_checkpoint(tiny_synth, tmp_path):
+    """A kill after last.pt of an improving step but before best.pt: resume rewrites best.pt."""
+    run = tmp_path / "run"
+    summary = Trainer(tiny_config(tiny_synth, run, steps=8)).run()
+    state = io.load_checkpoint(run / "checkpoints" / "last.pt")
+    state["best_step"], state["best_val"] = 8, 2.0  # as if step 8 had improved
+    io.save_checkpoint(run / "checkpoints" / "last.pt", state)
+    io.save_checkpoint(run / "checkpoints" / "best.pt", {"step": 4, "algorithm": {}})
+    (run / "done").unlink()
+    Trainer(tiny_config(tiny_synth, run, steps=8)).run()
+    best = io.load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["step"] == 8 and best["algorithm"].keys() == state["algorithm"].keys()
+
+
+def test_fewer_steps_than_a_run_has_trained_are_refused(tiny_synth, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_synth, run, steps=8)).run()
+    before = (run / "summary.json").read_text()
+    with pytest.raises(ValueError, match="has trained 8 steps; --steps 4 is fewer"):
+        Trainer(tiny_config(tiny_synth, run, steps=4)).run()
+    assert (run / "summary.json").read_text() == before and (run / "done").exists()
 
 
 def test_more_steps_continue_a_finished_run(tiny_synth, tmp_path):
@@ -234,3 +281,92 @@ def test_bad_eval_masks_folder_fails_before_any_write(tiny_synth, tmp_path):
     with pytest.raises(DataError, match="nothing"):
         Trainer(tiny_config(tiny_synth, run, eval_masks={"cue": str(missing)}))
     assert not run.exists()
+
+
+def test_one_process_per_run_directory_and_a_dead_holder_is_taken_over(tiny_synth, tmp_path):
+    """Regression (issue 10): the same command started twice wrote every record twice. A second
+    process is refused naming the holder's PID; after a kill -9 of the holder, it proceeds."""
+    import signal
+    import subprocess
+    import sys
+
+    from align.training.rundir import RunLocked
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from align.training.rundir import RunLock\n"
+         f"with RunLock({str(run)!r}):\n    print('locked', flush=True)\n    time.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=f"PID {holder.pid}"):
+            Trainer(tiny_config(tiny_synth, run, steps=4)).run()
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    Trainer(tiny_config(tiny_synth, run, steps=4)).run()  # the dead holder's lock is taken over
+    assert [r["step"] for r in _records(run)] == [4]
+
+
+_KILLER = """
+import json, os, signal, sys
+from align import io
+from align.config import TrainConfig
+from align.training.loop import Trainer
+
+where, n = sys.argv[2], int(sys.argv[3])
+calls = {"n": 0}
+original = getattr(io, where)
+
+
+def killer(*args, **kwargs):  # SIGKILL this process just before the n-th call of io.<where>
+    calls["n"] += 1
+    if calls["n"] == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+
+
+setattr(io, where, killer)
+Trainer(TrainConfig(**json.loads(open(sys.argv[1]).read()))).run()
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_many_points_then_resume_equals_an_uninterrupted_run(tiny_synth, tmp_path):
+    """A real training process killed with SIGKILL right before its n-th record append, last.pt
+    or best.pt write (inside the record/checkpoint window too), resumed each time: the records,
+    the summary and best.pt equal those of an uninterrupted run."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    kw = dict(algorithm="align", hparams=ALIGN_FAST, eval_every=2, steps=12)
+    full = tmp_path / "full"
+    full_summary = Trainer(tiny_config(tiny_synth, full, **kw)).run()
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(dataclasses.asdict(tiny_config(tiny_synth, run, **kw))))
+    script = tmp_path / "killer.py"
+    script.write_text(_KILLER)
+    # Per evaluation the loop appends the record (io.append_jsonl), writes last.pt and, when the
+    # step improved, best.pt (io.save_checkpoint); the n counts calls within each resumed
+    # process. In order: before the first record; between a record and its last.pt; after a
+    # last.pt (before best.pt or the next record); mid-run; and, with io.write_json's sixth
+    # call (after the five run files), after the last step but before summary.json.
+    for where, n in (("append_jsonl", 1), ("save_checkpoint", 1), ("save_checkpoint", 2),
+                     ("append_jsonl", 2), ("save_checkpoint", 3), ("write_json", 6)):
+        done = subprocess.run([sys.executable, str(script), str(cfg), where, str(n)],
+                              capture_output=True, text=True)
+        assert done.returncode == -9, (where, n, done.returncode, done.stderr[-2000:])
+        assert not [p for p in run.rglob(".*.tmp")]  # atomic writes leave no temporaries
+    summary = Trainer(tiny_config(tiny_synth, run, **kw)).run()
+    assert _strip_time(_records(run)) == _strip_time(_records(full))
+    for method in ("training_domain_validation", "last"):
+        assert summary[method]["step"] == full_summary[method]["step"]
+    best, best_full = (io.load_checkpoint(r / "checkpoints" / "best.pt") for r in (run, full))
+    assert best["step"] == best_full["step"] == summary["training_domain_validation"]["step"]
+    for k, v in best_full["algorithm"].items():
+        assert torch.equal(best["algorithm"][k], v), k

@@ -103,6 +103,7 @@ def train(
     from .config import make_config
     from .data.folder import DataError
     from .training.loop import NonFiniteLoss, Trainer
+    from .training.rundir import RunLocked
     from .ui import progress_bar, print_summary
 
     try:
@@ -120,7 +121,8 @@ def train(
             if trainer.folder.skipped:
                 console.print(f"[yellow]skipped {len(trainer.folder.skipped)} unreadable image(s)[/]")
             summary = trainer.run()
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, DataError, NonFiniteLoss) as e:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, DataError, NonFiniteLoss,
+            RunLocked) as e:
         _fail(e)
     print_summary(console, {cfg.algorithm: (summary, trainer.protocol.to_json())})
     console.print(f"run directory: {cfg.out}")
@@ -134,10 +136,11 @@ def quickstart(
 ) -> None:
     """Generate the synthetic benchmark and train on the CPU; print per-domain accuracies."""
     from .quickstart import run_quickstart
+    from .training.rundir import RunLocked
 
     try:
         run_quickstart(out, steps=steps, seed=seed, console=console)
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, FileExistsError, RunLocked) as e:
         _fail(e)
 
 
@@ -160,6 +163,7 @@ def benchmark(
     domain x seed, with the quickstart's settings. Each regime goes to OUT/<regime>/ (its
     results.md per held-out domain); OUT/regimes.md compares them (resumable)."""
     from .experiments.four_regimes import run_regimes
+    from .training.rundir import RunLocked
     from .regimes import REGIMES
     from .sweep import parse_overrides, parse_shard, run_synthetic_benchmark
 
@@ -182,7 +186,7 @@ def benchmark(
         else:
             run_regimes(out, regimes, algorithms, seeds or [0, 1, 2], steps=steps,
                         test_domains=test_domains, console=console, shard=parse_shard(shard))
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, FileExistsError, RunLocked) as e:
         _fail(e)
 
 

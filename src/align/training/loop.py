@@ -13,6 +13,7 @@ CPU.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -30,8 +31,12 @@ from ..data.splits import make_splits, split_indices, splits_from_record, splits
 from ..data.transforms import build_transform
 from ..hparams import seed_hash
 from .protocols import Protocol, make_protocol
-from .rundir import RunDir, environment
+from .rundir import RunDir, RunLock, environment
 from .selection import CRITERIA, summarize
+
+
+#: Version of last.pt's layout (1: adds the evaluation records and the best step).
+CHECKPOINT_FORMAT = 1
 
 
 class NonFiniteLoss(RuntimeError):
@@ -235,24 +240,36 @@ class Trainer:
                 "n": {k: int(count[i]) for i, k in seen}, "eval": extra}
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self, step: int, best_val: float | None) -> None:
+    def _checkpoint(self, step: int, best_val: float | None, best_step: int | None,
+                    records: list[dict]) -> None:
+        """last.pt: everything needed to resume, and the evaluation records so far, which are
+        the truth `results.jsonl` is rewritten from on resume (a kill between the record's append
+        and this write, or a deleted results.jsonl, then loses nothing)."""
         state = {
+            "format": CHECKPOINT_FORMAT,
             "step": step,
             "algorithm": self.algorithm.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.algorithm.optimizers().items()},
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "best_val": best_val,
+            "best_step": best_step,
+            "records": records,
             "extra": self.algorithm.extra_state(),
         }
         io.save_checkpoint(self.run_dir.last_ckpt, state)
 
-    def _restore(self) -> tuple[int, float | None, list[dict]]:
-        """Load the last checkpoint, if any: (start step, best score of the selection criterion
-        so far or None, records)."""
-        if not self.run_dir.last_ckpt.exists():
-            return 0, None, self.run_dir.truncate_results(-1)
-        state = io.load_checkpoint(self.run_dir.last_ckpt, map_location=self.device)
+    def _restore(self, state: dict | None) -> tuple[int, float | None, int | None, list[dict]]:
+        """Resume from the last checkpoint's `state`, if any: (start step, best score of the
+        selection criterion so far or None, its step, records).
+
+        The checkpoint is the truth: results.jsonl is rewritten from its records (older
+        checkpoints without them: records newer than the checkpoint are dropped), and a best.pt
+        that a kill left behind the checkpoint's best step is rewritten from the checkpoint.
+        """
+        rd = self.run_dir
+        if state is None:
+            return 0, None, None, rd.truncate_results(-1)
         self.algorithm.load_state_dict(state["algorithm"])
         for k, opt in self.algorithm.optimizers().items():
             opt.load_state_dict(state["optimizers"][k])
@@ -260,17 +277,41 @@ class Trainer:
         if state["rng_cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
         self.algorithm.load_extra_state(state["extra"])
-        return state["step"], state["best_val"], self.run_dir.truncate_results(state["step"])
+        if "records" in state:
+            records = list(state["records"])
+            io.write_text(rd.results, "".join(json.dumps(r) + "\n" for r in records))
+        else:
+            records = rd.truncate_results(state["step"])
+        best_step = state.get("best_step")
+        if best_step is not None and best_step == state["step"] and (
+                not rd.best_ckpt.exists() or io.load_checkpoint(rd.best_ckpt)["step"] != best_step):
+            io.save_checkpoint(rd.best_ckpt, {"step": best_step, "algorithm": state["algorithm"]})
+        return state["step"], state["best_val"], best_step, records
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict:
-        """Train to `config.steps`, evaluating every `eval_every` steps; return the summary."""
+        """Train to `config.steps`, evaluating every `eval_every` steps; return the summary.
+
+        One process per run directory: an OS lock (`RunLock`) is held from before the first
+        write to the end; another process's start fails naming the holder."""
+        cfg, rd = self.config, self.run_dir
+        rd.path.mkdir(parents=True, exist_ok=True)
+        with RunLock(rd.path):
+            return self._run_locked()
+
+    def _run_locked(self) -> dict:
         cfg, rd = self.config, self.run_dir
         if self.resuming and rd.done and rd.read_json("summary.json").get("steps") == cfg.steps:
             return rd.read_json("summary.json")
+        state = io.load_checkpoint(rd.last_ckpt, map_location=self.device) \
+            if self.resuming and rd.last_ckpt.exists() else None
+        if state is not None and state["step"] > cfg.steps:
+            raise ValueError(
+                f"{rd.path} has trained {state['step']} steps; --steps {cfg.steps} is fewer and "
+                f"would report a run it is not. Use --steps {state['step']} or more, or another --out")
         self._write_run_files()
         (rd.path / "done").unlink(missing_ok=True)  # training further (more steps): not done yet
-        start, best_val, records = self._restore()
+        start, best_val, best_step, records = self._restore(state)
         criterion = CRITERIA[cfg.selection]
         train_loader, eval_loader = self._loaders(start)
         sums: dict[str, torch.Tensor] = {}
@@ -294,13 +335,18 @@ class Trainer:
                 # best.pt follows the configured criterion (accuracy: higher; val_loss: lower)
                 # and agrees with selection.summarize: warm-up checkpoints are no candidates.
                 score = criterion.score(record, self.protocol.val_keys())
-                if (step + 1 > self.objective_start and score is not None
-                        and criterion.better(score, best_val)):
-                    best_val = score
-                    io.save_checkpoint(rd.best_ckpt, {"step": step + 1, "algorithm": self.algorithm.state_dict()})
-                self._checkpoint(step + 1, best_val)  # checkpoint first, then the record
+                improved = (step + 1 > self.objective_start and score is not None
+                            and criterion.better(score, best_val))
+                if improved:
+                    best_val, best_step = score, step + 1
+                # Order: the record, then last.pt (which holds every record), then best.pt. A
+                # kill anywhere in between resumes from last.pt, which restores the other two.
                 io.append_jsonl(rd.results, record)
                 records.append(record)
+                self._checkpoint(step + 1, best_val, best_step, records)
+                if improved:
+                    io.save_checkpoint(rd.best_ckpt, {"step": step + 1,
+                                                      "algorithm": self.algorithm.state_dict()})
                 self.progress.on_eval(record)
                 sums, counts, t0 = {}, {}, time.time()
         summary = {"steps": cfg.steps,

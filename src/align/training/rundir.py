@@ -19,12 +19,61 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
 from typing import Any
 
 from .. import __version__, io
+
+#: The lock file of a run directory (see `RunLock`); not part of the run's results.
+LOCK_NAME = ".lock"
+
+
+class RunLocked(RuntimeError):
+    """Another live process is training in this run directory."""
+
+
+class RunLock:
+    """An exclusive OS lock on `RUN/.lock` (`fcntl.flock`), held while a process trains there.
+
+    The OS releases it when the process exits in any way (kill -9 included), so a lock file
+    left by a dead process is simply taken over; the file holds the holder's PID for the error
+    message. Where `fcntl` does not exist (Windows) no lock is taken.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self._file = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RunLocked(
+                f"{self.path.parent} is being trained by another process (PID {holder}); wait "
+                "for it to finish or stop it, or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the lock
+            self._file = None
+
 
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = {"steps", "num_workers", "device", "eval_batch_size", "verify_images", "out"}
@@ -67,7 +116,7 @@ class RunDir:
         A key that the old config.json lacks (a field added since it was written, e.g.
         `selection`) counts as its value in `defaults`, i.e. what the old run did.
         """
-        if not self.path.exists() or not any(self.path.iterdir()):
+        if not self.path.exists() or not any(p.name != LOCK_NAME for p in self.path.iterdir()):
             return False
         cfg = self.path / "config.json"
         if not cfg.is_file():
