@@ -370,3 +370,26 @@ def test_sigkill_at_many_points_then_resume_equals_an_uninterrupted_run(tiny_syn
     assert best["step"] == best_full["step"] == summary["training_domain_validation"]["step"]
     for k, v in best_full["algorithm"].items():
         assert torch.equal(best["algorithm"][k], v), k
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("steps", "ten", "'steps' must be an integer"),
+    ("steps", 1e1, "'steps' must be an integer, got 10.0"),
+    ("image_size", 32.7, "'image_size' must be an integer"),
+    ("num_workers", 2.5, "'num_workers' must be an integer"),
+    ("augment", "no", "'augment' must be true/false"),
+    ("test_domains", "texture", "'test_domains' must be a list of strings"),
+    ("hparams", [1, 2], "'hparams' must be a mapping"),
+    ("holdout_fraction", float("nan"), "'holdout_fraction' must be a number"),
+    ("hparams", {"lr": -1}, "'lr' must be > 0"),
+    ("hparams", {"lr": float("nan")}, "'lr' must be finite"),
+])
+def test_bad_config_values_are_refused_before_anything_is_written(tiny_synth, tmp_path, key,
+                                                                  value, message):
+    """Regression (issue 10): these failed after config.json was written (and the corrected
+    command was then refused as "another configuration"), or ended in a TypeError."""
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        Trainer(tiny_config(tiny_synth, run, **{key: value}))
+    assert not run.exists()
+    Trainer(tiny_config(tiny_synth, run, steps=4)).run()  # the corrected command is accepted

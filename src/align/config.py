@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +60,13 @@ class TrainConfig:
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
-        """Check values that do not need the data; raise ValueError naming the key."""
+        """Check values that do not need the data; raise ValueError naming the key.
+
+        Types first, strictly, from the field annotations: an integer field refuses 10.0 (YAML's
+        `1e1`) and "ten", a boolean refuses "no", a list refuses a plain string (which would be
+        read letter by letter), a float must be finite."""
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), _HINTS[f.name])
         if not self.data:
             raise ValueError("config: 'data' (the dataset folder) is required")
         if not self.out:
@@ -96,6 +105,48 @@ class TrainConfig:
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _type_name(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join([_type_name(a) for a in args] + ["null"])
+    if origin is list:
+        return "a list of " + {str: "strings", int: "integers"}.get(args[0], str(args[0]))
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
+        hint, str(hint))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value) and (
+            args[1] is Any or all(_matches(v, args[1]) for v in value.values()))
+    return True
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    if not _matches(value, hint):
+        raise ValueError(f"config: {name!r} must be {_type_name(hint)}, got {value!r}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

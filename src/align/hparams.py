@@ -62,6 +62,14 @@ def _coerce(name: str, default: Any, value: Any, owner: str) -> Any:
             raise ValueError(f"{owner}: hyperparameter {name!r} must be true/false, got {value!r}")
         return value
     if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"{owner}: hyperparameter {name!r} must be finite, got {value!r}")
+        # Learning rates must be positive and decays non-negative (an optimiser would only
+        # complain at its first step, after the run's files were written).
+        if (name == "lr" or name.endswith("_lr")) and value <= 0:
+            raise ValueError(f"{owner}: hyperparameter {name!r} must be > 0, got {value!r}")
+        if name.endswith("weight_decay") and value < 0:
+            raise ValueError(f"{owner}: hyperparameter {name!r} must be >= 0, got {value!r}")
         return float(value)
     if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
         return value
