@@ -393,3 +393,48 @@ def test_bad_config_values_are_refused_before_anything_is_written(tiny_synth, tm
         Trainer(tiny_config(tiny_synth, run, **{key: value}))
     assert not run.exists()
     Trainer(tiny_config(tiny_synth, run, steps=4)).run()  # the corrected command is accepted
+
+
+def test_truncated_empty_or_malicious_checkpoints_get_a_message_naming_the_file(tiny_synth,
+                                                                                tmp_path):
+    """Regression (issue 10): a truncated or empty last.pt ended in "Aborted." or a traceback;
+    a pickle that runs code must be refused without running it."""
+    import pickle
+
+    from align.io import CheckpointError
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_synth, run, steps=4)).run()
+    (run / "done").unlink()
+    last = run / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    for bad in (data[: len(data) // 2], b""):
+        last.write_bytes(bad)
+        with pytest.raises(CheckpointError, match=str(last)):
+            Trainer(tiny_config(tiny_synth, run, steps=8)).run()
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    torch.save({"step": 4, "x": Evil()}, last, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match=str(last)):
+        Trainer(tiny_config(tiny_synth, run, steps=8)).run()
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_corrupt_run_files_are_named_and_stale_temporaries_are_cleaned(tiny_synth, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_synth, run, steps=4)).run()
+    (run / "config.json").write_text('{"data": ')
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        Trainer(tiny_config(tiny_synth, run, steps=8))
+    run2 = tmp_path / "run2"
+    Trainer(tiny_config(tiny_synth, run2, steps=4)).run()
+    (run2 / "done").unlink()
+    stale = run2 / "checkpoints" / ".last.pt.k3j_x9a2.tmp"  # as a kill mid-write leaves it
+    stale.write_bytes(b"half")
+    mine = run2 / "notes.tmp"  # not the atomic writer's pattern: never touched
+    mine.write_text("mine")
+    Trainer(tiny_config(tiny_synth, run2, steps=8)).run()
+    assert not stale.exists() and mine.read_text() == "mine"

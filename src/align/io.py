@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -96,9 +97,59 @@ def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
     _atomic(path, lambda f: torch.save(obj, f), "wb")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded (empty, truncated, or not plain tensors/data)."""
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """Load a checkpoint we wrote; `weights_only=True` so a file cannot run code."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint we wrote; `weights_only=True` so a file cannot run code.
+
+    Raises:
+        FileNotFoundError: naming the file.
+        CheckpointError: the file is empty, truncated, or holds anything but tensors and plain
+            data (a pickle that would run code is refused, never executed), naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file; name it
+        why = (str(e).splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{path} is not a usable checkpoint ({type(e).__name__}{': ' + why if why else ''}): "
+            "it may be empty or truncated (a full disk, a copy cut short), or not written by align "
+            "(only tensors and plain data are loaded). Move it away to start that run afresh."
+        ) from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; errors name the file (a missing file, or one cut short or edited)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}); it may have "
+                         "been cut short or edited by hand") from None
+
+
+#: The temporaries `_atomic` creates: `.NAME.<8 random chars>.tmp` (mkstemp's prefix/suffix).
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the atomic writer's temporaries that a killed process left in `folder` (only files
+    named as `_atomic` names them; call it only while holding the folder's lock)."""
+    removed = []
+    for p in Path(folder).iterdir() if Path(folder).is_dir() else []:
+        if p.is_file() and _TEMPORARY.fullmatch(p.name):
+            p.unlink()
+            removed.append(p)
+    return removed
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:

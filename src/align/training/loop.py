@@ -301,6 +301,8 @@ class Trainer:
 
     def _run_locked(self) -> dict:
         cfg, rd = self.config, self.run_dir
+        for folder in (rd.path, rd.last_ckpt.parent):  # a killed process's half-written files
+            io.remove_temporaries(folder)
         if self.resuming and rd.done and rd.read_json("summary.json").get("steps") == cfg.steps:
             return rd.read_json("summary.json")
         state = io.load_checkpoint(rd.last_ckpt, map_location=self.device) \

@@ -107,7 +107,7 @@ class RunDir:
         p = self.path / name
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: is {self.path} an align run directory?")
-        return json.loads(p.read_text())
+        return io.read_json(p)
 
     # ---- lifecycle
     def check_compatible(self, config: dict, defaults: dict | None = None) -> bool:
@@ -124,7 +124,7 @@ class RunDir:
                 f"{self.path} exists and is not an align run directory (no config.json); "
                 "choose another --out"
             )
-        old = {**(defaults or {}), **json.loads(cfg.read_text())}
+        old = {**(defaults or {}), **io.read_json(cfg)}
         diff = sorted(
             k for k in set(old) | set(config)
             if k not in RESUMABLE_KEYS and old.get(k) != config.get(k)
