@@ -9,8 +9,9 @@ regimes share one upstream-pretrained weights file in `OUT/pretrained/`. The com
 `OUT/regimes.md` (and `.json`), is a pure function of the run directories:
 
 - OOD accuracy: the held-out domains averaged per seed, then mean +- sample std over seeds;
-- paired vs ERM: the mean difference over (held-out domain, seed) pairs, its standard error and
-  how many pairs favour the row (`mask_quality.paired_difference`);
+- paired vs ERM and vs DRE: the mean difference over (held-out domain, seed) pairs, its standard
+  error and how many pairs favour the row (`mask_quality.paired_difference`); ALIGN is DRE plus
+  the masker's guidance, so "vs DRE" is what the guidance adds;
 - in-domain: the training domains' validation accuracy;
 - selected steps (range over runs) and the warm-up end (ALIGN: guidance start);
 - ALIGN's masker on the held-out domain at the selected checkpoint: mean mask value inside the
@@ -103,9 +104,12 @@ def collect(out: Path, regimes: list[str], algorithms: list[str]) -> dict:
                 "steps": [min(steps), max(steps)], "objective_start": sorted(starts),
                 "masker": {k: statistics.fmean(v) for k, v in scores.items() if v},
             }
-        if "erm" in rows:
-            for row in rows.values():
-                row["paired_vs_erm"] = paired_difference(row["per_run"], rows["erm"]["per_run"])
+        # ALIGN is DRE plus guidance, so "vs DRE" isolates what the guidance adds.
+        for ref in ("erm", "dre"):
+            if ref in rows:
+                for row in rows.values():
+                    row[f"paired_vs_{ref}"] = paired_difference(row["per_run"],
+                                                                rows[ref]["per_run"])
         table[regime] = rows
     return table
 
@@ -114,77 +118,26 @@ def _pct(mean_std: tuple[float, float]) -> str:
     return f"{100 * mean_std[0]:.1f} ± {100 * mean_std[1]:.1f}"
 
 
+def _paired(row: dict, ref: str, algorithm: str) -> str:
+    p = row.get(f"paired_vs_{ref}")
+    if algorithm == ref or not p or not p["n"]:
+        return "-"
+    return f"{100 * p['mean']:+.1f} (s.e. {100 * p['se']:.1f}; {p['higher']}/{p['n']} higher)"
+
+
 def markdown(table: dict) -> str:
     head = ("| regime | algorithm | OOD % (avg over held-out domains; mean ± std over seeds) "
-            "| paired vs ERM (points) | in-domain % | selected steps | warm-up until "
-            "| masker keeps object | masker keeps cue | masker area |")
-    lines = [head, "|" + "---|" * 10]
+            "| paired vs ERM (points) | paired vs DRE (points) | in-domain % | selected steps "
+            "| warm-up until | masker keeps object | masker keeps cue | masker area |")
+    lines = [head, "|" + "---|" * 11]
     for regime, rows in table.items():
         for algorithm, r in rows.items():
-            p = r.get("paired_vs_erm")
-            paired = "-" if algorithm == "erm" or not p or not p["n"] else (
-                f"{100 * p['mean']:+.1f} (s.e. {100 * p['se']:.1f}; {p['higher']}/{p['n']} higher)")
             m = r["masker"]
             cov = [f"{m[k]:.2f}" if k in m else "-" for k in ("object", "cue", "area")]
             start = "/".join(str(s) for s in r["objective_start"] if s) or "-"
             lines.append(
-                f"| {regime} | {algorithm} | {_pct(r['ood'])} (n={r['n_seeds']}) | {paired} "
+                f"| {regime} | {algorithm} | {_pct(r['ood'])} (n={r['n_seeds']}) "
+                f"| {_paired(r, 'erm', algorithm)} | {_paired(r, 'dre', algorithm)} "
                 f"| {100 * r['in_domain']:.1f} | {r['steps'][0]}-{r['steps'][1]} | {start} | "
                 + " | ".join(cov) + " |")
     return "\n".join(lines) + "\n"
-
-
-#: (label, eval key) of the masker's scores drawn over training.
-MASKER_CURVES = (("keeps object", "masker_coverage"), ("keeps cue", "masker_coverage@cue"),
-                 ("area", "masker_area"))
-
-
-def masker_curves(root: Path, algorithm: str = "align") -> dict[str, tuple[list, list]]:
-    """{label: (steps, [values of each run])} of the masker on each run's held-out domain, read
-    from results.jsonl (ALIGN logs it at every evaluation; runs without it are left out)."""
-    curves: dict = {}
-    for run in _run_dirs(root, algorithm):
-        dom = run.parent.name.removeprefix("test-")
-        records = io.read_jsonl(run / "results.jsonl")
-        for label, key in MASKER_CURVES:
-            values = [r.get("eval", {}).get(key, {}).get(f"{dom}_in") for r in records]
-            if all(v is not None for v in values) and values:
-                steps, runs = curves.setdefault(label, ([r["step"] for r in records], []))
-                if len(values) == len(steps):
-                    runs.append(values)
-    return curves
-
-
-def masker_figure(out: Path, regimes: list[str]) -> Path | None:
-    """One panel per regime: ALIGN's masker over training (mean line, min-max band over runs),
-    with guidance start dashed. None when no run logged the masker."""
-    from ..report.figures import new_figure, save
-
-    panels = [(r, masker_curves(out / r)) for r in regimes]
-    panels = [(r, c) for r, c in panels if c]
-    if not panels:
-        return None
-    fig = new_figure(3.2 * len(panels), 2.8)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (regime, curves) in zip(axes, panels):
-        for i, (label, (steps, runs)) in enumerate(curves.items()):
-            lo = [min(v) for v in zip(*runs)]
-            hi = [max(v) for v in zip(*runs)]
-            mean = [statistics.fmean(v) for v in zip(*runs)]
-            ax.plot(steps, mean, marker=".", color=f"C{i}", label=f"{label} ({len(runs)} runs)")
-            ax.fill_between(steps, lo, hi, color=f"C{i}", alpha=0.15)
-        starts = {json.loads((p / "summary.json").read_text()).get("objective_start", 0)
-                  for p in _run_dirs(out / regime, "align")}
-        for start in sorted(starts - {0}):
-            ax.axvline(start, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title(regime, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("mean mask value", fontsize=8)
-    axes[0].legend(fontsize=6)
-    caption = ("ALIGN's masker over training on the held-out domain: mean mask value inside the "
-               "object, inside the cue and over the whole image (mean over runs, band: min-max); "
-               "dashed: guidance starts.")
-    return out / save(fig, out, "regimes-masker", caption).png
