@@ -141,3 +141,59 @@ def markdown(table: dict) -> str:
                 f"| {100 * r['in_domain']:.1f} | {r['steps'][0]}-{r['steps'][1]} | {start} | "
                 + " | ".join(cov) + " |")
     return "\n".join(lines) + "\n"
+
+
+#: (label, eval key) of the masker's scores drawn over training.
+MASKER_CURVES = (("keeps object", "masker_coverage"), ("keeps cue", "masker_coverage@cue"),
+                 ("area", "masker_area"))
+
+
+def masker_curves(root: Path, algorithm: str = "align") -> dict[str, tuple[list, list]]:
+    """{label: (steps, [values of each run])} of the masker on each run's held-out domain, read
+    from results.jsonl (ALIGN logs it at every evaluation; runs without it are left out)."""
+    curves: dict = {}
+    for run in _run_dirs(root, algorithm):
+        dom = run.parent.name.removeprefix("test-")
+        records = io.read_jsonl(run / "results.jsonl")
+        for label, key in MASKER_CURVES:
+            values = [r.get("eval", {}).get(key, {}).get(f"{dom}_in") for r in records]
+            if all(v is not None for v in values) and values:
+                steps, runs = curves.setdefault(label, ([r["step"] for r in records], []))
+                if len(values) == len(steps):
+                    runs.append(values)
+    return curves
+
+
+def masker_figure(out: Path, regimes: list[str]) -> Path | None:
+    """One panel per regime: ALIGN's masker over training (mean line, min-max band over runs),
+    with guidance start dashed. None when no run logged the masker."""
+    from ..report.figures import new_figure, save
+
+    panels = [(r, masker_curves(out / r)) for r in regimes]
+    panels = [(r, c) for r, c in panels if c]
+    if not panels:
+        return None
+    fig = new_figure(3.2 * len(panels), 2.8)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (regime, curves) in zip(axes, panels):
+        for i, (label, (steps, runs)) in enumerate(curves.items()):
+            lo = [min(v) for v in zip(*runs)]
+            hi = [max(v) for v in zip(*runs)]
+            mean = [statistics.fmean(v) for v in zip(*runs)]
+            ax.plot(steps, mean, marker=".", color=f"C{i}", label=f"{label} ({len(runs)} runs)")
+            ax.fill_between(steps, lo, hi, color=f"C{i}", alpha=0.15)
+        starts = {json.loads((p / "summary.json").read_text()).get("objective_start", 0)
+                  for p in _run_dirs(out / regime, "align")}
+        for start in sorted(starts - {0}):
+            ax.axvline(start, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(regime, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean mask value", fontsize=8)
+    axes[0].legend(fontsize=6)
+    caption = ("ALIGN's masker over training on the held-out domain: mean mask value inside the "
+               "object, inside the cue and over the whole image (mean over runs, band: min-max); "
+               "dashed: guidance starts.")
+    return out / save(fig, out, "regimes-masker", caption).png
