@@ -22,6 +22,10 @@ from ..registry import Registry
 BACKBONES: Registry = Registry("backbone")
 
 
+class PretrainedWeightsUnavailable(ValueError):
+    """ImageNet weights were asked for but could not be downloaded (e.g. offline)."""
+
+
 class Backbone(nn.Module):
     """Base class: `forward(x [B,3,H,W]) -> features [B, out_channels, h, w]`.
 
@@ -84,7 +88,14 @@ class TorchvisionResNet(Backbone):
         if pretrained == "imagenet":
             # torchvision's default (best) ImageNet weights for this architecture.
             weights = tvm.get_model_weights(arch).DEFAULT
-        net = builder(weights=weights)
+        try:
+            net = builder(weights=weights)
+        except OSError as e:  # URLError, timeouts, no route: the download failed
+            raise PretrainedWeightsUnavailable(
+                f"could not download torchvision's ImageNet weights for {arch} ({weights.url}): "
+                f"{type(e).__name__}: {e}. Without internet, copy that file to this machine and "
+                "set `pretrained: /path/to/file.pth` in the config (or null for no weights)"
+            ) from None
         if pretrained not in (None, "imagenet"):
             _load_local_weights(net, pretrained)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
