@@ -292,3 +292,66 @@ def test_load_mask_refuses_an_unscaled_boolean_mask(tmp_path):
         load_mask(path)
     scaled = _roundtrip(tmp_path, Image.fromarray(np.eye(4, dtype=np.uint8) * 255), "ok.png")
     assert load_mask(scaled).getextrema() == (0, 255)
+
+
+def _masks_copy(tiny_synth, tmp_path, paint):
+    """A copy of the tiny benchmark's masks with `paint(path, mask_uint8)` writing each file."""
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "masks"
+    for src in sorted((tiny_synth / "masks").rglob("*.png")):
+        dst = out / src.relative_to(tiny_synth / "masks")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        paint(dst, np.asarray(Image.open(src)))
+    return out
+
+
+def test_masks_are_decoded_at_scan_time_alpha_only_read_and_empty_counted(tiny_synth, tmp_path):
+    """Regression (issue 10): 0/1 masks failed only mid-training (after the run's files were
+    written); RGBA masks with the object only in alpha and all-empty masks silently turned
+    guidance off."""
+    import numpy as np
+    from PIL import Image
+
+    from align.data.folder import scan_domainbed
+
+    images = tiny_synth / "images"
+    zero_one = _masks_copy(tiny_synth, tmp_path / "a",
+                           lambda p, m: Image.fromarray((m > 0).astype(np.uint8)).save(p))
+    with pytest.raises(DataError, match="only holds the values 0 and 1"):
+        scan_domainbed(images, masks_root=zero_one, verify_images=False)
+
+    def alpha_only(p, m):
+        rgba = np.zeros((*m.shape, 4), np.uint8)
+        rgba[..., 3] = m
+        Image.fromarray(rgba, "RGBA").save(p)
+
+    folder = scan_domainbed(images, masks_root=_masks_copy(tiny_synth, tmp_path / "b", alpha_only))
+    assert folder.empty_masks == []
+    from align.data.decode import load_mask
+
+    first = folder.mask_file(0)
+    expected = np.asarray(Image.open(tiny_synth / "masks" / folder.samples[0].mask_path))
+    assert np.array_equal(np.asarray(load_mask(first)), expected)
+
+    empty = _masks_copy(tiny_synth, tmp_path / "c",
+                        lambda p, m: Image.fromarray(np.zeros_like(m)).save(p))
+    folder = scan_domainbed(images, masks_root=empty)
+    assert len(folder.empty_masks) == len(folder.samples)
+    assert folder.to_json()["empty_masks"] == len(folder.samples)
+
+
+def test_a_mask_guided_run_whose_masks_are_all_empty_is_refused(tiny_synth, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from align.training.loop import Trainer
+    from conftest import tiny_config
+
+    empty = _masks_copy(tiny_synth, tmp_path, lambda p, m: Image.fromarray(np.zeros_like(m)).save(p))
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="every mask under .* is empty"):
+        Trainer(tiny_config(tiny_synth, run, algorithm="gradia", masks=str(empty)))
+    assert not run.exists()
+    Trainer(tiny_config(tiny_synth, run, algorithm="erm", masks=str(empty), steps=4))  # ERM: fine

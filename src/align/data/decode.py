@@ -64,7 +64,10 @@ def load_mask(path: str | os.PathLike) -> Image.Image:
     8-bit sources stay "L" (the transform divides by 255). 16-bit ("I;16*", "I") becomes "F" divided
     by 65535; "F" is kept as is. Colour masks become "L" by the per-pixel channel maximum, so any
     coloured annotation counts as fully on (luminance would make pure red 0.3). Alpha channels are
-    ignored: the mask is the colour/grey content. Palette masks go through their palette colours.
+    ignored: the mask is the colour/grey content, except in a mask whose colour/grey content is
+    all zero while its alpha channel varies (an object drawn only as opacity): there the alpha
+    channel is the mask, which would otherwise read as empty. Palette masks go through their
+    palette colours.
 
     Raises:
         DataError: for an 8-bit mask whose only values are 0 and 1. That is almost always a boolean
@@ -82,6 +85,11 @@ def load_mask(path: str | os.PathLike) -> Image.Image:
 
 
 def _to_mask(im: Image.Image, path: str | os.PathLike) -> Image.Image:
+    if im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        colour, alpha = np.asarray(rgba)[..., :3], np.asarray(rgba)[..., 3]
+        if colour.max() == 0 and alpha.min() != alpha.max():
+            return Image.fromarray(alpha)  # uint8 -> mode "L"
     if im.mode in ("L", "F"):
         return im.copy()
     if im.mode == "1":

@@ -64,6 +64,7 @@ class DomainFolder:
     classes: list[str]
     samples: list[Sample]
     skipped: list[str] = field(default_factory=list)
+    empty_masks: list[str] = field(default_factory=list)  # masks with no pixel on (relative)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -89,8 +90,9 @@ class DomainFolder:
         masks_p = Path(masks_root).expanduser().resolve()
         samples = [Sample(s.path, s.label, s.domain, None) for s in self.samples]
         samples = _match_masks(samples, masks_p, self.domains)
-        _check_mask_sizes(self.root, masks_p, samples, [None] * len(samples), decode=verify)
-        return dataclasses.replace(self, masks_root=masks_p, samples=samples)
+        empty = _check_mask_sizes(self.root, masks_p, samples, [None] * len(samples),
+                                  decode=verify)
+        return dataclasses.replace(self, masks_root=masks_p, samples=samples, empty_masks=empty)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Number of images per domain and class (every class listed, zeros included)."""
@@ -111,6 +113,7 @@ class DomainFolder:
             "counts": self.counts(),
             "n_skipped": len(self.skipped),
             "skipped": list(self.skipped),
+            "empty_masks": len(self.empty_masks),
         }
 
 
@@ -318,17 +321,34 @@ def _match_masks(samples: list[Sample], masks_root: Path, domains: list[str]) ->
     return out
 
 
+def _probe_mask(path: Path) -> tuple[tuple[int, int] | None, str | None, bool]:
+    """(size, None, empty) for a usable mask, decoded exactly as training decodes it (so a 0/1
+    mask is refused here, at scan time, not mid-training); (None, reason, False) otherwise."""
+    try:
+        mask = load_mask(path)
+    except DataError as e:  # e.g. a 0/1 mask: the message names the file and the fix
+        return None, str(e), False
+    except Exception as e:  # noqa: BLE001 - any decoder failure means the file is unusable
+        return None, f"{path}: unreadable mask ({type(e).__name__}: {e})", False
+    return mask.size, None, mask.getextrema()[1] <= 0
+
+
 def _check_mask_sizes(root: Path, masks_root: Path, samples: list[Sample],
-                      image_sizes: list[tuple[int, int] | None], decode: bool) -> None:
-    """Every mask must decode (never skipped: it is supervision) and match its image's size."""
-    results = _probe_all([masks_root / str(s.mask_path) for s in samples], decode)
+                      image_sizes: list[tuple[int, int] | None], decode: bool) -> list[str]:
+    """Every mask must decode as training decodes it (never skipped: it is supervision) and
+    match its image's size. Masks are always fully decoded, whatever `decode` says for images.
+    Returns the relative paths of the empty masks (no pixel on), which carry no annotation."""
+    paths = [masks_root / str(s.mask_path) for s in samples]
+    workers = max(1, min(16, 2 * (os.cpu_count() or 1), len(paths)))
+    with _strict_truncation(), ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(_probe_mask, paths))
     if any(size is None for size in image_sizes):  # images were not probed yet: read headers
         image_sizes = [size for size, _ in _probe_all([root / s.path for s in samples], False)]
-    problems = []
-    for s, img_size, (mask_size, why) in zip(samples, image_sizes, results):
+    problems, empty = [], []
+    for s, img_size, (mask_size, why, is_empty) in zip(samples, image_sizes, results):
         mask_file = masks_root / str(s.mask_path)
         if why is not None:
-            problems.append(f"{mask_file}: unreadable mask ({why})")
+            problems.append(why)
         elif img_size is None:
             problems.append(f"{root / s.path}: unreadable image")
         elif mask_size != img_size:
@@ -336,8 +356,14 @@ def _check_mask_sizes(root: Path, masks_root: Path, samples: list[Sample],
                 f"mask {mask_file} is {mask_size[0]}x{mask_size[1]} but image "
                 f"{root / s.path} is {img_size[0]}x{img_size[1]} (width x height)"
             )
+        elif is_empty:
+            empty.append(str(s.mask_path))
     if problems:
         raise DataError(f"{len(problems)} mask(s) unusable:" + _listing(problems))
+    if empty:
+        log.warning("%d of %d masks under %s are empty (no annotation), e.g. %s", len(empty),
+                    len(samples), masks_root, empty[0])
+    return empty
 
 
 # ------------------------------------------------------------------------------------------- scan
@@ -383,7 +409,8 @@ def scan_domainbed(
         if skipped:
             log.warning("skipped %d unreadable image(s) under %s", len(skipped), root_p)
             _check_nonempty(samples, chosen, classes, root_p, reason="without readable images")
+    empty: list[str] = []
     if masks_p is not None:
         samples = _match_masks(samples, masks_p, chosen)
-        _check_mask_sizes(root_p, masks_p, samples, sizes, decode=verify_images)
-    return DomainFolder(root_p, masks_p, chosen, classes, samples, skipped)
+        empty = _check_mask_sizes(root_p, masks_p, samples, sizes, decode=verify_images)
+    return DomainFolder(root_p, masks_p, chosen, classes, samples, skipped, empty)

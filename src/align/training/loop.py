@@ -125,6 +125,12 @@ class Trainer:
         ).to(self.device)
         if self.algorithm.needs_masks and config.masks is None:
             raise ValueError(f"algorithm {config.algorithm!r} needs masks: pass --masks DIR")
+        if self.algorithm.needs_masks and len(self.folder.empty_masks) == len(self.folder.samples):
+            # Every mask empty: the explanation loss would be 0 and the run plain ERM, silently.
+            raise ValueError(
+                f"algorithm {config.algorithm!r} learns from masks, but every mask under "
+                f"{self.folder.masks_root} is empty (no pixel on); check that the masks folder "
+                "is the right one and that masks are saved on a 0..255 scale")
         self.objective_start = self.algorithm.objective_start()
         if config.steps <= self.objective_start:
             raise ValueError(
