@@ -160,6 +160,25 @@ def test_evaluation_resumes_finished_splits(runs, tmp_path, monkeypatch):
     assert len(calls) == 8
 
 
+def test_other_versions_and_corrupt_partials_are_recomputed_not_errors(runs, tmp_path,
+                                                                        monkeypatch):
+    """Regression (issue 10): an evaluation.json of another format version was returned as if
+    current, and a corrupt evaluation.partial.json was an error even with --overwrite."""
+    run = tmp_path / "erm"
+    shutil.copytree(runs["erm"], run)
+    kw = dict(batch_size=8, max_batches=1)
+    first = evaluate_run(run, overwrite=True, **kw)
+    calls = _counting_explain(monkeypatch)
+    (run / EVALUATION_FILE).write_text(json.dumps({**first, "version": first["version"] + 1}))
+    again = evaluate_run(run, **kw)
+    assert len(calls) == 4 and again["version"] == first["version"]  # recomputed
+    for overwrite in (True, False):
+        (run / EVALUATION_FILE).unlink()
+        (run / PARTIAL_FILE).write_text('{"splits": {"texture_in": ')  # cut short by a kill
+        assert evaluate_run(run, overwrite=overwrite, **kw)["splits"].keys() == first["splits"].keys()
+        assert not (run / PARTIAL_FILE).exists()
+
+
 def test_max_batches_takes_the_same_images_whatever_the_batch_size(runs, tmp_path):
     """A capped evaluation scores a fixed prefix of each split's seeded order, so two batches of 8
     and one batch of 16 score the same 16 images (9 for the 9-image validation splits)."""

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import re
 import time
@@ -64,6 +65,8 @@ import torch
 from . import __version__, io
 from .evaluation_presets import EvalSettings, build_metrics, json_metric_params, resolve_settings
 from .training.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 FORMAT = "align-evaluation"
 VERSION = 1
@@ -181,9 +184,10 @@ def evaluate_run(
     final, partial = rd / final_name, rd / partial_name
     if final.is_file() and not overwrite:
         old = _read_json(final)
-        if _same_config(old.get("config", {}), config):
+        # A file of another format version is recomputed, never read as if it were current.
+        if _current(old) and _same_config(old.get("config", {}), config):
             return old
-    done = _resume(partial, config)
+    done = {} if overwrite else _resume(partial, config)
     record = {
         "format": FORMAT, "version": VERSION, "align_version": __version__,
         "config": config,
@@ -211,13 +215,25 @@ def _same_config(old: dict, new: dict) -> bool:
                for k in keys)
 
 
+def _current(record: dict) -> bool:
+    """Whether an evaluation record was written in this format and version."""
+    return record.get("format") == FORMAT and record.get("version") == VERSION
+
+
 def _resume(partial: Path, config: dict) -> dict:
-    """Finished splits of a partial evaluation with the same config, else {}."""
+    """Finished splits of a partial evaluation with the same config and version, else {}.
+
+    The partial file is this module's own scratch record: one that cannot be read (cut short by
+    a kill or a full disk) is started over, not an error."""
     if not partial.is_file():
         return {}
-    old = _read_json(partial)
-    if not _same_config(old.get("config", {}), config):
-        return {}  # another checkpoint, explainer, ...: nothing in it is reusable
+    try:
+        old = _read_json(partial)
+    except ValueError as e:
+        log.warning("%s; starting the evaluation over", e)
+        return {}
+    if not _current(old) or not _same_config(old.get("config", {}), config):
+        return {}  # another version, checkpoint, explainer, ...: nothing in it is reusable
     return dict(old.get("splits", {}))
 
 
