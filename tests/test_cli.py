@@ -127,3 +127,47 @@ def test_synth_background_cue_from_the_cli(tmp_path):
     bad = runner.invoke(app, ["synth", "--out", str(tmp_path / "x"), "--cue-kind", "halo"])
     assert bad.exit_code == 2 and "SynthConfig.cue_kind" in _text(bad)
     assert not (tmp_path / "x").exists()
+
+
+def test_train_out_that_is_a_file_read_only_or_on_a_full_disk_gets_a_message(tiny_synth, tmp_path,
+                                                                            monkeypatch):
+    """Regression (issue 10): these ended in tracebacks."""
+    import errno
+    import os
+
+    from typer.testing import CliRunner
+
+    from align import io
+    from align.cli import app
+
+    base = ["train", "--data", str(tiny_synth / "images"), "--algorithm", "erm",
+            "--test-domains", "texture", "--backbone", "smallcnn", "--steps", "2"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("pretrained: null\nimage_size: 32\nbatch_size: 4\nnum_workers: 0\n")
+    runner = CliRunner()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    res = runner.invoke(app, [*base, "--out", str(a_file), "--config", str(cfg)])
+    assert res.exit_code == 2 and "is a file" in res.output and a_file.read_text() == "x"
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        res = runner.invoke(app, [*base, "--out", str(ro / "run"), "--config", str(cfg)])
+        assert res.exit_code == 2 and "permission denied" in res.output
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "x")
+
+    monkeypatch.setattr(io, "save_checkpoint", full)
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "run"), "--config", str(cfg)])
+    assert res.exit_code == 2 and "disk is full" in res.output and "resumes" in res.output
+
+
+def test_run_dir_refuses_a_folder_it_cannot_write(tmp_path, monkeypatch):
+    import os
+
+    from align.training.rundir import RunDir
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a non-root user on 0500
+    with pytest.raises(ValueError, match=f"cannot write to {tmp_path}"):
+        RunDir(tmp_path / "new" / "run").check_writable()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,7 +19,11 @@ console = Console()
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    message = str(err)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        message += (" -- the disk is full: free some space and run the same command again; "
+                    "training resumes from its last checkpoint and no finished result is lost")
+    console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code=2)
 
 
@@ -121,8 +126,7 @@ def train(
             if trainer.folder.skipped:
                 console.print(f"[yellow]skipped {len(trainer.folder.skipped)} unreadable image(s)[/]")
             summary = trainer.run()
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, DataError, NonFiniteLoss,
-            RunLocked) as e:
+    except (ValueError, KeyError, OSError, DataError, NonFiniteLoss, RunLocked) as e:
         _fail(e)
     print_summary(console, {cfg.algorithm: (summary, trainer.protocol.to_json())})
     console.print(f"run directory: {cfg.out}")

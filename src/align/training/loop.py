@@ -103,6 +103,7 @@ class Trainer:
         self.config = config.validate()
         self.progress = progress or Progress()
         self.run_dir = RunDir(config.out)
+        self.run_dir.check_writable()
         # Data are validated before anything is written, so bad input leaves no run behind.
         self.folder: DomainFolder = scan_domainbed(
             config.data, masks_root=config.masks, preset=config.dataset, domains=config.domains,

@@ -110,6 +110,18 @@ class RunDir:
         return io.read_json(p)
 
     # ---- lifecycle
+    def check_writable(self) -> None:
+        """Refuse, before anything is written, an --out that is a file or that this user cannot
+        create or write (ValueError naming it)."""
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"--out {p} is a file, not a folder; choose another --out")
+        existing = p
+        while not existing.exists():  # the nearest folder that exists is where mkdir writes
+            existing = existing.parent
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot write to {existing} (permission denied); choose another --out")
+
     def check_compatible(self, config: dict, defaults: dict | None = None) -> bool:
         """True if this is an existing run of the same config (to resume); error if it differs.
 
