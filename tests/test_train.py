@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import align
 from align import io
@@ -438,3 +440,37 @@ def test_corrupt_run_files_are_named_and_stale_temporaries_are_cleaned(tiny_synt
     mine.write_text("mine")
     Trainer(tiny_config(tiny_synth, run2, steps=8)).run()
     assert not stale.exists() and mine.read_text() == "mine"
+
+
+def test_loaded_run_preprocesses_explains_and_masks_like_training(tiny_synth, tmp_path):
+    """`Run.preprocess` equals the evaluation transform the trainer used, `Run.gradcam` equals
+    the library's Grad-CAM of the predicted class, `Run.mask` is ALIGN's masker, and `overlay`
+    blends a map over the de-normalised image."""
+    from align.api import overlay
+    from align.data.dataset import ImageDataset
+    from align.data.folder import scan_domainbed
+    from align.data.transforms import build_transform
+    from align.explain.gradcam import gradcam
+
+    run_dir = tmp_path / "run"
+    Trainer(tiny_config(tiny_synth, run_dir, algorithm="align", hparams=ALIGN_FAST)).run()
+    run = align.load_run(run_dir)
+    folder = scan_domainbed(tiny_synth / "images")
+    ds = ImageDataset(folder, build_transform(32, train=False), with_masks=False)
+    x = run.preprocess([folder.image_path(i) for i in (0, 5)])
+    assert torch.equal(x, torch.stack([ds[0]["x"], ds[5]["x"]]))
+    cam = run.gradcam(x)
+    clf = run.algorithm.classifier
+    assert cam.shape == (2, 1, 32, 32)
+    torch.testing.assert_close(cam, gradcam(clf, clf.cam_layer, x, None, upsample=True))
+    torch.testing.assert_close(run.mask(x), run.algorithm.masker(x))
+    with pytest.raises(ValueError, match="has no masker"):
+        erm = tmp_path / "erm"
+        Trainer(tiny_config(tiny_synth, erm, steps=4)).run()
+        align.load_run(erm).mask(x)
+    ones = overlay(x, torch.ones(2, 1, 32, 32), alpha=1.0)
+    assert ones.dtype == np.uint8 and ones.shape == (2, 32, 32, 3)
+    assert (ones[..., 0] == 128).all() and (ones[..., 2] == 0).all()  # "jet" at 1.0: (0.5, 0, 0)
+    plain = overlay(x, torch.zeros(2, 1, 32, 32), alpha=0.0)
+    image = np.asarray(Image.open(folder.image_path(0)).convert("RGB"))
+    assert np.abs(plain[0].astype(int) - image.astype(int)).max() <= 1  # the image itself

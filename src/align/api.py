@@ -7,7 +7,10 @@ Example (a notebook)::
                           algorithm="erm", test_domains=["sketch"], backbone="smallcnn",
                           pretrained=None, image_size=64, steps=300)
     run = align.load_run("runs/erm")            # best checkpoint by the run's selection criterion
-    logits = run.predict(images)                # images: [B, 3, H, W], normalised
+    x = run.preprocess(["photo.png"])           # [B, 3, H, W], the run's evaluation transform
+    logits = run.predict(x)                     # [B, K]
+    cam = run.gradcam(x)                        # [B, 1, H, W] in [0, 1], the predicted class
+    picture = overlay(x, cam)                   # uint8 [B, H, W, 3]: heat map over the image
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -58,6 +61,35 @@ class Run:
         dev = next(self.algorithm.parameters()).device
         return self.algorithm.predict(x.to(dev))
 
+    def preprocess(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        """Image files -> x [B, 3, H, W]: decoded and transformed exactly as the run's evaluation
+        (resize to its `image_size`, ImageNet normalisation)."""
+        from .data.decode import load_rgb
+        from .data.transforms import build_transform
+
+        transform = build_transform(self.config["image_size"], train=False)
+        return torch.stack([transform(load_rgb(p))[0] for p in paths])
+
+    def gradcam(self, x: torch.Tensor, target: torch.Tensor | int | None = None) -> torch.Tensor:
+        """Grad-CAM [B, 1, H, W] in [0, 1] of `target` (default: the predicted class) at the
+        backbone's last block, upsampled to x's size, for x [B, 3, H, W] (normalised)."""
+        from .explain.gradcam import gradcam
+
+        self.algorithm.eval()
+        clf = self.algorithm.classifier
+        dev = next(clf.parameters()).device
+        return gradcam(clf, clf.backbone.cam_layer, x.to(dev), target, upsample=True).detach()
+
+    @torch.no_grad()
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """ALIGN's learned mask [B, 1, H, W] in [0, 1] for x [B, 3, H, W]; ValueError for a run
+        without a masker."""
+        masker = getattr(self.algorithm, "masker", None)
+        if masker is None:
+            raise ValueError(f"{self.path}: algorithm {self.config['algorithm']!r} has no masker")
+        masker.eval()
+        return masker(x.to(next(masker.parameters()).device))
+
     @property
     def results(self) -> list[dict]:
         return io.read_jsonl(self.path / "results.jsonl")
@@ -65,6 +97,22 @@ class Run:
     @property
     def summary(self) -> dict:
         return json.loads((self.path / "summary.json").read_text())
+
+
+def overlay(x: torch.Tensor, maps: torch.Tensor, alpha: float = 0.5) -> "np.ndarray":
+    """Heat maps over images, for a look: x [B, 3, H, W] (ImageNet-normalised, as `preprocess`
+    gives) and maps [B, 1, H, W] in [0, 1] -> uint8 [B, H, W, 3], the map in matplotlib's "jet"
+    colours blended with weight `alpha` over the de-normalised image."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    image = (x.detach().cpu().float() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    heat = colormaps["jet"](maps.detach().cpu().float()[:, 0].clamp(0, 1).numpy())[..., :3]
+    return np.rint(255 * ((1 - alpha) * image + alpha * heat)).astype(np.uint8)
 
 
 def load_run(path: str | Path, checkpoint: str = "best", device: str = "cpu") -> Run:
