@@ -49,3 +49,41 @@ def test_readme_python_api_runs_twice_in_one_interpreter(tiny_synth, tmp_path, m
     for _ in range(2):
         exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "runs" / "erm" / "done").is_file()
+
+
+def _shell_commands() -> list[tuple[str, str]]:
+    """(doc, command line) for every `align ...` line of every bash block in README.md and
+    docs/ (continuation lines joined, comments dropped)."""
+    out = []
+    for f in [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", f.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #")[0].strip()
+                if line.startswith("align ") or line == "align":
+                    out.append((f.name, line))
+                elif "&& align " in line:
+                    out.append((f.name, "align " + line.split("&& align ", 1)[1]))
+    return out
+
+
+@pytest.mark.parametrize("doc,line", _shell_commands())
+def test_every_documented_align_command_parses(doc, line):
+    """Each documented `align` command names an existing subcommand with options that exist
+    and values of the right types (click parses it; nothing runs), so the docs cannot drift
+    from the CLI."""
+    import shlex
+
+    import typer.main
+
+    from align.cli import app, expand_multi
+
+    group = typer.main.get_command(app)
+    args = expand_multi(shlex.split(line)[1:])
+    name, rest = args[0], args[1:]
+    sub = group.get_command(None, name)
+    assert sub is not None, f"docs/{doc}: unknown command {name!r} in {line!r}"
+    sub.make_context(name, rest)  # raises a click error on an unknown option or a bad value
+
+
+def test_the_docs_have_align_commands_to_check():
+    assert len(_shell_commands()) >= 10
