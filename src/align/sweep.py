@@ -98,7 +98,8 @@ def synthetic_configs(out: Path, data: Path, algorithms: list[str], seeds: list[
     ]
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """(mean, sample std) of values; std 0.0 for one value, NaNs for none."""
     if not values:
         return float("nan"), float("nan")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -132,11 +133,11 @@ def aggregate(run_dirs: list[Path], method: str = "training_domain_validation",
     for algo, doms in acc.items():
         # Steps are summarised by their range (min, max, n): a mean step names no checkpoint.
         out[algo] = {d: {k: ((min(v), max(v), len(v)) if k in ("step", "objective_start")
-                             else (*_mean_std(v), len(v))) for k, v in c.items()}
+                             else (*mean_std(v), len(v))) for k, v in c.items()}
                      for d, c in doms.items()}
         # The average over domains is taken per seed first, then mean +- std over seeds.
         per_seed = [statistics.fmean(vals) for vals in zip(*(c["ood"] for c in doms.values()))]
-        out[algo]["avg"] = {"ood": (*_mean_std(per_seed), len(per_seed))}
+        out[algo]["avg"] = {"ood": (*mean_std(per_seed), len(per_seed))}
     return out
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .. import io
-from ..sweep import run_synthetic_benchmark
+from ..sweep import mean_std, run_synthetic_benchmark
 from .mask_quality import paired_difference
 
 
@@ -60,12 +60,6 @@ def run_regimes(out: Path, regimes: list[str], algorithms: list[str], seeds: lis
 
 def _run_dirs(root: Path, algorithm: str) -> list[Path]:
     return sorted(p.parent for p in (root / "runs" / algorithm).glob("test-*/seed*/summary.json"))
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def collect(out: Path, regimes: list[str], algorithms: list[str]) -> dict:
@@ -99,7 +93,7 @@ def collect(out: Path, regimes: list[str], algorithms: list[str]) -> dict:
             n_dom = max(len(v) for v in by_seed.values())
             seed_avgs = [statistics.fmean(v) for v in by_seed.values() if len(v) == n_dom]
             rows[algorithm] = {
-                "ood": _mean_std(seed_avgs), "n_seeds": len(seed_avgs), "n_runs": len(per_run),
+                "ood": mean_std(seed_avgs), "n_seeds": len(seed_avgs), "n_runs": len(per_run),
                 "in_domain": statistics.fmean(ind), "per_run": per_run,
                 "steps": [min(steps), max(steps)], "objective_start": sorted(starts),
                 "masker": {k: statistics.fmean(v) for k, v in scores.items() if v},
