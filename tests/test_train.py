@@ -474,3 +474,17 @@ def test_loaded_run_preprocesses_explains_and_masks_like_training(tiny_synth, tm
     plain = overlay(x, torch.zeros(2, 1, 32, 32), alpha=0.0)
     image = np.asarray(Image.open(folder.image_path(0)).convert("RGB"))
     assert np.abs(plain[0].astype(int) - image.astype(int)).max() <= 1  # the image itself
+
+
+def test_a_checkpoint_from_a_newer_format_is_refused_by_name(tiny_synth, tmp_path):
+    from align.training.loop import CHECKPOINT_FORMAT
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_synth, run, steps=4)).run()
+    (run / "done").unlink()
+    state = io.load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["format"] == CHECKPOINT_FORMAT
+    state["format"] = CHECKPOINT_FORMAT + 1
+    io.save_checkpoint(run / "checkpoints" / "last.pt", state)
+    with pytest.raises(ValueError, match="written by a newer align"):
+        Trainer(tiny_config(tiny_synth, run, steps=8)).run()

@@ -314,6 +314,11 @@ class Trainer:
             return rd.read_json("summary.json")
         state = io.load_checkpoint(rd.last_ckpt, map_location=self.device) \
             if self.resuming and rd.last_ckpt.exists() else None
+        if state is not None and state.get("format", 0) > CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"{rd.last_ckpt} was written by a newer align (checkpoint format "
+                f"{state['format']}, this version reads up to {CHECKPOINT_FORMAT}); upgrade align "
+                "to resume this run")
         if state is not None and state["step"] > cfg.steps:
             raise ValueError(
                 f"{rd.path} has trained {state['step']} steps; --steps {cfg.steps} is fewer and "
