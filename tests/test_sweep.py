@@ -45,6 +45,10 @@ def test_overrides_and_shards_are_parsed_with_clear_errors():
     assert variant_label("align", {"sparsity_weight": 1.0, "fill": "blur"}) == \
         "align-fill=blur-sparsity_weight=1.0"
     assert variant_label("erm", {}) == "erm"
+    # the shared hyperparameters are hyperparameters of every algorithm (issue 11's "erm has no
+    # hyperparameter lr")
+    assert parse_overrides(["lr=0.001", "weight_decay=0"], ["erm", "align"]) == {
+        "lr": 0.001, "weight_decay": 0}
     with pytest.raises(ValueError, match="erm has no hyperparameter sparsity_weight"):
         parse_overrides(["sparsity_weight=1"], ["align", "erm"])
     with pytest.raises(ValueError, match="KEY=VALUE"):

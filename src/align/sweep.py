@@ -53,7 +53,7 @@ def parse_overrides(items: list[str], algorithms: list[str]) -> dict:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         out[key] = yaml.safe_load(value)
     for algorithm in algorithms:
-        known = ALGORITHMS.get(algorithm).HPARAMS
+        known = ALGORITHMS.get(algorithm).hparam_spec()  # the shared lr, weight_decay, ... too
         unknown = sorted(set(out) - set(known))
         if unknown:
             raise ValueError(f"{algorithm} has no hyperparameter {', '.join(unknown)}; "
