@@ -142,11 +142,13 @@ def _probe(path: Path, decode: bool) -> tuple[tuple[int, int] | None, str | None
         return None, f"{type(e).__name__}: {e}"
 
 
-def _probe_all(paths: list[Path], decode: bool) -> list[tuple[tuple[int, int] | None, str | None]]:
-    """`_probe` over many files in threads (Pillow releases the GIL while decoding)."""
+def _probe_all(paths: list[Path], decode: bool, probe=None) -> list:
+    """`_probe` (or `probe(path)`) over many files in threads (Pillow releases the GIL while
+    decoding)."""
     workers = max(1, min(16, 2 * (os.cpu_count() or 1), len(paths)))
+    fn = probe or (lambda p: _probe(p, decode))
     with _strict_truncation(), ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: _probe(p, decode), paths))
+        return list(pool.map(fn, paths))
 
 
 def _listing(items: list[str]) -> str:
@@ -338,10 +340,7 @@ def _check_mask_sizes(root: Path, masks_root: Path, samples: list[Sample],
     """Every mask must decode as training decodes it (never skipped: it is supervision) and
     match its image's size. Masks are always fully decoded, whatever `decode` says for images.
     Returns the relative paths of the empty masks (no pixel on), which carry no annotation."""
-    paths = [masks_root / str(s.mask_path) for s in samples]
-    workers = max(1, min(16, 2 * (os.cpu_count() or 1), len(paths)))
-    with _strict_truncation(), ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(_probe_mask, paths))
+    results = _probe_all([masks_root / str(s.mask_path) for s in samples], True, _probe_mask)
     if any(size is None for size in image_sizes):  # images were not probed yet: read headers
         image_sizes = [size for size, _ in _probe_all([root / s.path for s in samples], False)]
     problems, empty = [], []
