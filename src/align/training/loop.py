@@ -301,7 +301,7 @@ class Trainer:
 
         One process per run directory: an OS lock (`RunLock`) is held from before the first
         write to the end; another process's start fails naming the holder."""
-        cfg, rd = self.config, self.run_dir
+        rd = self.run_dir
         rd.path.mkdir(parents=True, exist_ok=True)
         with RunLock(rd.path):
             return self._run_locked()
