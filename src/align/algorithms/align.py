@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..hparams import HParam
 from ..losses import fill_like, resize_mask, soft_bce, total_variation
+from ..maps import iou
 from ..models.masker import Masker
 from .base import ALGORITHMS, Batch
 from .dre import DRE
@@ -198,11 +199,8 @@ class ALIGN(DRE):
         out = {"masker_area": m.mean(dim=(1, 2, 3))}
         if mask is not None:
             pred, gt = m > 0.5, mask > 0.5
-            inter = (pred & gt).sum(dim=(1, 2, 3)).double()
-            union = (pred | gt).sum(dim=(1, 2, 3)).double()
-            iou = inter / union.clamp_min(1)
             has_gt = gt.flatten(1).any(1)
-            out["masker_iou"] = torch.where(has_gt, iou, torch.nan)
+            out["masker_iou"] = torch.where(has_gt, iou(pred, gt, empty=torch.nan), torch.nan)
             # Mean soft mask value over the ground-truth region: how much of it the masker keeps,
             # independent of how much else it keeps (IoU mixes the two, and a region much smaller
             # than the mask, like the synthetic cue square, has a low IoU even when fully kept).

@@ -11,7 +11,9 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import torch
 
+from align import maps
 from align.data.synthetic_styles import SHAPES, UPSTREAM_SHAPES, DomainStyle
 
 _COLOUR_TRIES = 8  # palette draws before settling for the most contrasting one
@@ -159,16 +161,8 @@ def background(rng: np.random.Generator, style: DomainStyle, size: int) -> np.nd
 
 
 def dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """Binary dilation by a (2r+1)^2 square, done as two separable passes of shifts."""
-    rows = mask.copy()
-    for k in range(1, r + 1):
-        rows[k:] |= mask[:-k]
-        rows[:-k] |= mask[k:]
-    out = rows.copy()
-    for k in range(1, r + 1):
-        out[:, k:] |= rows[:, :-k]
-        out[:, :-k] |= rows[:, k:]
-    return out
+    """`align.maps.dilate` by the (2r+1)^2 square, on the bool (H, W) arrays the drawing uses."""
+    return maps.dilate(torch.from_numpy(mask), r, shape="square").numpy()
 
 
 def object_colour(rng: np.random.Generator, style: DomainStyle, refs: np.ndarray) -> np.ndarray:

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from align.maps import minmax
+
 __all__ = [
     "GradCAM",
     "cam_from_activations",
@@ -99,15 +101,7 @@ def normalize_cam(cam: Tensor, eps: float = 1e-8) -> Tensor:
     """
     if cam.dim() not in (3, 4):
         raise ValueError(f"cam must have shape [B, h, w] or [B, 1, h, w]; got {tuple(cam.shape)}")
-    flat = cam.flatten(1)
-    lo = flat.amin(dim=1, keepdim=True)
-    span = flat.amax(dim=1, keepdim=True) - lo
-    informative = span > eps
-    # Double `where`: the unselected branch still gets evaluated and back-propagated through
-    # (with a zero incoming gradient), so it must itself be finite; dividing by 1 makes it so.
-    safe_span = torch.where(informative, span, torch.ones_like(span))
-    out = torch.where(informative, (flat - lo) / safe_span, torch.zeros_like(flat))
-    return out.view_as(cam)
+    return minmax(cam, eps=eps)
 
 
 @contextmanager

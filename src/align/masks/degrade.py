@@ -12,10 +12,10 @@ monotonically worse, so that a target IoU can be hit by bisection (`degrade_to_i
   many false-positive pixels in blob-shaped pieces of background. With n object pixels and
   k = round(level * n), IoU = (n - k) / (n + k) exactly (while the background has room).
 
-Disks are applied through a Euclidean distance transform (computed once per mask) instead of
-morphology with a structuring element: it is exact for the disk {x^2 + y^2 <= r^2} (the same
-set as ``skimage.morphology.disk(r)``), works for non-integer radii, and costs the same for any r,
-which makes trying 40 radii during the IoU search cheap.
+Disks are applied through `align.maps.DiscDilation`, a Euclidean distance transform computed
+once per mask: exact for the disk {x^2 + y^2 <= r^2} (the same set as
+``skimage.morphology.disk(r)``), valid for non-integer radii, and the same cost for any r, which
+makes trying 40 radii during the IoU search cheap.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from align.maps import DiscDilation
 from align.masks.quality import binarize, mask_iou
 from align.registry import Registry
 
-# Slack for comparing float distances (square roots of integers) with a radius.
-_EPS = 1e-6
 # Blob size: smoothing of the random field as a fraction of the shorter image side. 0.1 gives
 # a few solid blobs per image; smaller values fray the edges into speckle.
 _BLOB_SIGMA_FRACTION = 0.1
@@ -96,30 +95,24 @@ class _Dilate(_Degrader):
     def __init__(self, mask: np.ndarray, rng: np.random.Generator | None) -> None:
         super().__init__(mask, rng)
         self.max_level = float(math.hypot(*mask.shape))
-        # Distance of each pixel to the nearest object pixel; undefined without any object.
-        self.dist = ndimage.distance_transform_edt(~mask) if mask.any() else None
+        self.dilate = DiscDilation(mask)
 
     def apply(self, level: float) -> np.ndarray:
-        level = _check_radius(level, "dilate")
-        if self.dist is None or level == 0:
-            return self.mask.copy()
-        return self.dist <= level + _EPS
+        return self.dilate(_check_radius(level, "dilate"))
 
 
 @DEGRADATIONS.register("erode")
 class _Erode(_Degrader):
     def __init__(self, mask: np.ndarray, rng: np.random.Generator | None) -> None:
         super().__init__(mask, rng)
-        # Distance of each object pixel to the nearest background pixel in the image; undefined
-        # when the mask is full (nothing to erode towards).
-        self.dist = ndimage.distance_transform_edt(mask) if not mask.all() else None
-        self.max_level = float(self.dist.max()) if self.dist is not None else 0.0
+        # Erosion is the complement of the background's dilation. Only background pixels inside
+        # the image grow, so the border acts as object; a full mask has no background to grow.
+        self.dilate_background = DiscDilation(~mask)
+        dist = self.dilate_background.distance
+        self.max_level = float(dist.max()) if dist is not None else 0.0
 
     def apply(self, level: float) -> np.ndarray:
-        level = _check_radius(level, "erode")
-        if self.dist is None or level == 0:
-            return self.mask.copy()
-        return self.dist > level + _EPS
+        return ~self.dilate_background(_check_radius(level, "erode"))
 
 
 @DEGRADATIONS.register("shift")

@@ -7,7 +7,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+import torch
 
+from align.maps import iou
 from align.masks.layout import index_masks, load_mask
 
 
@@ -37,7 +39,7 @@ def binarize(mask: Any) -> np.ndarray:
 
 
 def mask_iou(a: Any, b: Any) -> float:
-    """Intersection over union of two masks after binarising each at half scale.
+    """Intersection over union (`align.maps.iou`) of two masks after binarising each at half scale.
 
     Two empty masks give 1.0: both say "no object here", which is full agreement; this keeps a
     degraded copy of an empty mask (which stays empty) at the IoU of an identical copy, and keeps
@@ -46,10 +48,9 @@ def mask_iou(a: Any, b: Any) -> float:
     a, b = binarize(a), binarize(b)
     if a.shape != b.shape:
         raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
-    union = np.count_nonzero(a | b)
-    if union == 0:
-        return 1.0
-    return float(np.count_nonzero(a & b) / union)
+    # As a batch of one; ascontiguousarray copies only views torch cannot wrap (negative strides).
+    a_t, b_t = (torch.from_numpy(np.ascontiguousarray(m))[None] for m in (a, b))
+    return float(iou(a_t, b_t, empty=1.0)[0])
 
 
 def summarise_ious(per_image: dict[str, float | None]) -> tuple[float | None, dict[str, float]]:

@@ -26,23 +26,13 @@ from abc import abstractmethod
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from align.maps import dilate, iou, minmax
 from align.metrics.base import Metric, MetricResult, prepare_mask, prepare_saliency, register_metric
 from align.metrics.perturbation import rank_pixels
 
-__all__ = ["EnergyPointingGame", "IoU", "PointingGame", "minmax_normalise"]
-
-
-def minmax_normalise(s: Tensor) -> Tensor:
-    """Per-map (s - min) / (max - min) for s: [B, 1, H, W]; constant maps become all zeros."""
-    flat = s.flatten(1)
-    lo = flat.amin(dim=1, keepdim=True)
-    span = flat.amax(dim=1, keepdim=True) - lo
-    # Divide by 1 where the span is 0: the numerator is 0 there, so constant maps map to 0.
-    out = (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
-    return out.view_as(s)
+__all__ = ["EnergyPointingGame", "IoU", "PointingGame"]
 
 
 class _LocalisationMetric(Metric):
@@ -90,14 +80,14 @@ class IoU(_LocalisationMetric):
 
     def score(self, s: Tensor, gt: Tensor) -> Tensor:
         if self.mode == "threshold":
-            pred = minmax_normalise(s) >= self.threshold
+            # eps 0: any spread is information; a constant map normalises to all zeros.
+            pred = minmax(s, eps=0.0) >= self.threshold
         else:
             area = gt.flatten(1).sum(dim=1, keepdim=True)
             pred = (rank_pixels(s) < area).view_as(gt)
-        inter = (pred & gt).flatten(1).sum(dim=1)
-        union = (pred | gt).flatten(1).sum(dim=1)
-        # union >= |gt| > 0 for every sample that is kept; clamp only avoids 0/0 on empty masks.
-        return inter / union.clamp(min=1)
+        # An empty truth is NaN whatever the map selects (see `compute`); NaN for two empty
+        # masks says the same.
+        return iou(pred, gt, empty=float("nan"))
 
 
 @register_metric
@@ -120,17 +110,10 @@ class PointingGame(_LocalisationMetric):
     def score(self, s: Tensor, gt: Tensor) -> Tensor:
         flat = s.flatten(1)
         peak = flat.argmax(dim=1)  # first maximum in row-major order
-        region = dilate(gt, self.tolerance) if self.tolerance else gt
+        region = dilate(gt, self.tolerance, shape="disc") if self.tolerance else gt
         hit = region.flatten(1).gather(1, peak[:, None]).squeeze(1)
         constant = flat.amax(dim=1) == flat.amin(dim=1)
         return (hit & ~constant).to(s.dtype)
-
-
-def dilate(mask: Tensor, radius: int) -> Tensor:
-    """Dilate BoolTensor[B, 1, H, W] by a disc of `radius` pixels (Euclidean)."""
-    r = torch.arange(-radius, radius + 1, device=mask.device, dtype=torch.float32)
-    disc = ((r[:, None] ** 2 + r[None, :] ** 2) <= radius**2).float()[None, None]
-    return F.conv2d(mask.float(), disc, padding=radius) > 0
 
 
 @register_metric
