@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.functional import gaussian_blur
+
+from .metrics.substrates import FILLS
 
 
 def total_variation(m: torch.Tensor) -> torch.Tensor:
@@ -26,19 +27,13 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def fill_like(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """What replaces removed pixels of normalised images x [B, 3, H, W].
-
-    "zero": zeros in normalised space (the dataset mean colour); "blur": a Gaussian-blurred copy
-    (kernel 11, sigma 5, as DRE's insertion AUC); "noise": standard normal noise in normalised
-    space (drawn from torch's global RNG, so checkpointed and reproducible).
-    """
-    if kind == "zero":
-        return torch.zeros_like(x)
-    if kind == "blur":
-        return gaussian_blur(x, kernel_size=[11, 11], sigma=[5.0, 5.0])
-    if kind == "noise":
-        return torch.randn_like(x)
-    raise ValueError(f"unknown fill {kind!r}; choose zero, blur or noise")
+    """What replaces removed pixels of normalised images x [B, 3, H, W]: the fill `kind` of
+    `align.metrics.substrates.FILLS` ("zero": the dataset mean colour; "blur": the metrics' blur
+    substrate, kernel 11, sigma 5; "noise": standard normal noise from torch's global generator,
+    so checkpointed and reproducible)."""
+    if kind not in FILLS:
+        raise ValueError(f"unknown fill {kind!r}; choose one of: {', '.join(FILLS.names())}")
+    return FILLS.get(kind)(x)
 
 
 def same_class_partners(y: torch.Tensor) -> torch.Tensor:

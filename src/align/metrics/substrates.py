@@ -14,6 +14,11 @@ the same shape.
 - "dre_blur": the blur of DRE's insertion AUC (and of RISE, whose evaluation code DRE copies):
   the kernel of `gkern(11, 5)`, which is nearly a box filter, applied with *zero* padding, so the
   5-pixel border fades towards zero (the mean colour for normalised input). See `gkern`.
+
+`FILLS` holds what ALIGN's masker loss puts in place of removed pixels (its `fill` hyperparameter):
+the same "zero" and "blur" functions, and "noise" (standard normal noise in the input space, drawn
+from torch's global generator so that a checkpoint resumes it). Noise is not a substrate: the
+metrics would then score each map against a different random image.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from torch import Tensor
 from align.registry import Registry
 
 __all__ = [
-    "SUBSTRATES", "BLUR_KERNEL", "BLUR_SIGMA", "DRE_KERNEL", "DRE_SIGMA", "gkern",
+    "FILLS", "SUBSTRATES", "BLUR_KERNEL", "BLUR_SIGMA", "DRE_KERNEL", "DRE_SIGMA", "gkern",
     "make_substrate",
 ]
 
+# Each maps x: FloatTensor[B, C, H, W] to a tensor of the same shape.
 SUBSTRATES: Registry[Callable[[Tensor], Tensor]] = Registry("substrate")
+FILLS: Registry[Callable[[Tensor], Tensor]] = Registry("fill")
 
 BLUR_KERNEL = 11
 BLUR_SIGMA = 5.0
@@ -44,6 +51,7 @@ DRE_SIGMA = 5.0
 _SCIPY_TRUNCATE = 4.0
 
 
+@FILLS.register("blur")
 @SUBSTRATES.register("blur")
 def blur(x: Tensor) -> Tensor:
     """Gaussian blur of each channel: kernel 11x11, sigma 5 (needs H, W > 5 for reflect padding)."""
@@ -105,10 +113,17 @@ def mean(x: Tensor) -> Tensor:
     return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
 
 
+@FILLS.register("zero")
 @SUBSTRATES.register("zero")
 def zero(x: Tensor) -> Tensor:
     """Zeros in the input space given (the dataset mean colour for mean/std-normalised input)."""
     return torch.zeros_like(x)
+
+
+@FILLS.register("noise")
+def noise(x: Tensor) -> Tensor:
+    """Standard normal noise in the input space, from torch's global generator (a fill only)."""
+    return torch.randn_like(x)
 
 
 def make_substrate(x: Tensor, kind: str | Tensor = "blur") -> Tensor:
