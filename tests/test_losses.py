@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from align.losses import fill_like, resize_mask, same_class_partners, soft_bce, total_variation
+from align.metrics.substrates import FILLS, SUBSTRATES
 from align.models import build_backbone
 from align.models.masker import Masker
 
@@ -39,6 +40,15 @@ def test_fill_kinds():
     blurred = fill_like(x, "blur")
     assert blurred.std() < x.std()
     assert fill_like(x, "noise").shape == x.shape
+    with pytest.raises(ValueError, match="unknown fill 'grey'"):
+        fill_like(x, "grey")
+
+
+def test_fills_are_the_substrates_own_functions():
+    # One definition of each fill, blur parameters included; noise is a fill only.
+    assert FILLS.get("blur") is SUBSTRATES.get("blur")
+    assert FILLS.get("zero") is SUBSTRATES.get("zero")
+    assert "noise" in FILLS and "noise" not in SUBSTRATES
 
 
 def test_soft_bce_finite_at_saturation():

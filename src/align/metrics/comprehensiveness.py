@@ -17,16 +17,8 @@ __all__ = ["Comprehensiveness"]
 
 @register_metric
 class Comprehensiveness(AOPCMetric):
-    """Drop in p_y when the top-k% pixels are removed, averaged over k.
-
-    Args:
-        substrate: what removed pixels become: "blur" (default), "mean", "zero" or a tensor.
-        fractions: the k's, default (0.01, 0.05, 0.1, 0.2, 0.5).
-        max_batch: most perturbed images per model call.
-
-    Call with model, x [B, 3, H, W], saliency [B, 1, h, w] and optionally target [B]. Returns
-    values [B] and curves [B, F] (the drop at each k).
-    """
+    """Drop in p_y when the top-k% pixels are removed, averaged over k (arguments, call and
+    result as `AOPCMetric`)."""
 
     name = "comprehensiveness"
     direction = "higher"

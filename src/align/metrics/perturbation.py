@@ -201,8 +201,15 @@ class PerturbationMetric(Metric):
 class AOPCMetric(PerturbationMetric):
     """ERASER-style score: mean over fractions of the drop p_target(x) - p_target(perturbed).
 
-    `curves` holds the per-fraction drops [B, F]; `values` their mean [B] (the released ERASER
-    scorer averages over its bins in the same way).
+    Args:
+        substrate: what replaced pixels become: a name in `SUBSTRATES` ("blur", the default) or
+            a tensor broadcastable to x.
+        fractions: the k's, default `AOPC_FRACTIONS` (0.01, 0.05, 0.1, 0.2, 0.5).
+        max_batch: most perturbed images per model call.
+
+    Call with model, x [B, 3, H, W], saliency [B, 1, h, w] and optionally target [B]. `curves`
+    holds the per-fraction drops [B, F]; `values` their mean [B] (the released ERASER scorer
+    averages over its bins in the same way).
     """
 
     def compute(self, *, model, x, saliency, target, gt_mask) -> MetricResult:

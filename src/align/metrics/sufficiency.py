@@ -20,16 +20,8 @@ __all__ = ["Sufficiency"]
 
 @register_metric
 class Sufficiency(AOPCMetric):
-    """Drop in p_y when only the top-k% pixels are kept, averaged over k.
-
-    Args:
-        substrate: what the other pixels become: "blur" (default), "mean", "zero" or a tensor.
-        fractions: the k's, default (0.01, 0.05, 0.1, 0.2, 0.5).
-        max_batch: most perturbed images per model call.
-
-    Call with model, x [B, 3, H, W], saliency [B, 1, h, w] and optionally target [B]. Returns
-    values [B] and curves [B, F] (the drop at each k).
-    """
+    """Drop in p_y when only the top-k% pixels are kept (the rest becomes the substrate),
+    averaged over k (arguments, call and result as `AOPCMetric`)."""
 
     name = "sufficiency"
     direction = "lower"
