@@ -14,12 +14,18 @@ from skimage.morphology import disk
 
 from align.masks import (
     DEGRADATIONS, MASK_SOURCES, MaskBuildError, build_mask_folder, degrade_mask, degrade_to_iou,
-    dilate_mask, erode_mask, generic_segmentation, load_mask, mask_iou, mask_quality_report,
-    read_record, shift_mask,
+    dilate_mask, erode_mask, generic_segmentation, mask_iou, mask_quality_report, read_record,
+    shift_mask,
 )
+from align.data.decode import DataError, load_mask as decode_mask, mask_array
 from align.masks import build as build_mod
 
 SIZE = 32
+
+
+def load_mask(path: Path) -> np.ndarray:
+    """A mask as the mask tools read it: the one decoder, then uint8 0..255."""
+    return mask_array(decode_mask(path))
 
 
 def _disc(cy: float, cx: float, r: float, size: int = SIZE) -> np.ndarray:
@@ -339,7 +345,9 @@ def test_folder_source_validates_and_copies(tree, tmp_path: Path) -> None:
     rel = sorted(truth)[-1]  # a .bmp mask, stored as .png
     assert np.array_equal(load_mask(out / Path(rel).with_suffix(".png")), load_mask(gts / rel))
     (gts / rel).unlink()
-    with pytest.raises(FileNotFoundError, match=rf"1 of 12 images have no mask.*{rel}"):
+    # One pairing for training and the mask tools (issue 9), so a missing mask is a DataError
+    # here too (it was a FileNotFoundError of the mask tools' own pairing).
+    with pytest.raises(DataError, match=rf"1 of 12 images\):\n  no mask for image {rel}"):
         build_mask_folder(images, tmp_path / "copy2", "folder", params={"root": str(gts)})
     with pytest.raises(ValueError, match="needs params"):
         build_mask_folder(images, tmp_path / "copy3", "folder")

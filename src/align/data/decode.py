@@ -12,6 +12,17 @@ class DataError(ValueError):
     """A dataset folder, mask or split record that cannot be used as is; the message says where."""
 
 
+# How many offending files a `DataError` lists before summarising the rest as a count.
+MAX_LISTED = 20
+
+
+def listing(items: list[str]) -> str:
+    """The first `MAX_LISTED` items, one per indented line, then how many more there are."""
+    shown = "\n  ".join(items[:MAX_LISTED])
+    more = f"\n  ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return f"\n  {shown}{more}"
+
+
 # Greyscale modes wider than 8 bits, which Pillow cannot convert to RGB/L without clipping.
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
@@ -82,6 +93,20 @@ def load_mask(path: str | os.PathLike) -> Image.Image:
             "save them multiplied by 255"
         )
     return mask
+
+
+def mask_array(mask: Image.Image) -> np.ndarray:
+    """A mask decoded by `load_mask` as a uint8 array (H, W) on the 0..255 scale.
+
+    "L" is taken as is; "F" is clipped to [0, 1] (as training clips it) and rounded to 0..255.
+    The mask tools (`align.masks`) work on these arrays.
+    """
+    if mask.mode == "F":
+        unit = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
+        return np.rint(unit * 255.0).astype(np.uint8)
+    if mask.mode != "L":
+        raise ValueError(f"mask_array takes load_mask's modes 'L' and 'F', got {mask.mode!r}")
+    return np.asarray(mask, dtype=np.uint8)
 
 
 def _to_mask(im: Image.Image, path: str | os.PathLike) -> Image.Image:

@@ -7,7 +7,7 @@ folders, every image decodes, every mask exists and has its image's size) and ra
 naming the offending domain, class or file.
 
 Decoding (`load_rgb`, `load_mask`, in `decode.py`) is shared by scanning and training, so both
-read pixels alike.
+read pixels alike; pairing images with masks (`pairing.py`) is shared with the mask tools.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import dataclasses
 
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,14 +31,11 @@ from torchvision.datasets.folder import (
     make_dataset,
 )
 
-from align.data.decode import DataError, load_mask, load_rgb  # noqa: F401  (re-exported)
+from align.data.decode import DataError, listing, load_mask, load_rgb  # noqa: F401  (re-exported)
+from align.data.pairing import pair_masks
 from align.data.presets import PRESETS, Preset
 
 log = logging.getLogger(__name__)
-
-# How many offending files an error message lists before summarising the rest as a count.
-_MAX_LISTED = 20
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -88,8 +85,7 @@ class DomainFolder:
         """The same images paired with another masks folder (e.g. evaluation-only masks); every
         image must have exactly one mask of its own size there, else one `DataError` lists them."""
         masks_p = Path(masks_root).expanduser().resolve()
-        samples = [Sample(s.path, s.label, s.domain, None) for s in self.samples]
-        samples = _match_masks(samples, masks_p, self.domains)
+        samples = _with_mask_paths(self.samples, masks_p)
         empty = _check_mask_sizes(self.root, masks_p, samples, [None] * len(samples),
                                   decode=verify)
         return dataclasses.replace(self, masks_root=masks_p, samples=samples, empty_masks=empty)
@@ -149,12 +145,6 @@ def _probe_all(paths: list[Path], decode: bool, probe=None) -> list:
     fn = probe or (lambda p: _probe(p, decode))
     with _strict_truncation(), ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(fn, paths))
-
-
-def _listing(items: list[str]) -> str:
-    shown = "\n  ".join(items[:_MAX_LISTED])
-    more = f"\n  ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-    return f"\n  {shown}{more}"
 
 
 def _name_diff(found: list[str], expected: list[str]) -> str:
@@ -222,7 +212,7 @@ def _check_classes(root: Path, domains: list[str], preset: Preset | None) -> lis
     if problems:
         raise DataError(
             f"{root}: class folders differ between domains (compared with {ref_name}, classes "
-            f"{reference}); labels would shift, so refusing:" + _listing(problems)
+            f"{reference}); labels would shift, so refusing:" + listing(problems)
         )
     return reference
 
@@ -260,7 +250,7 @@ def _check_nonempty(samples: list[Sample], domains: list[str], classes: list[str
     ]
     if empty:
         raise DataError(
-            f"class folder(s) {reason} (extensions: {', '.join(IMG_EXTENSIONS)}):" + _listing(empty)
+            f"class folder(s) {reason} (extensions: {', '.join(IMG_EXTENSIONS)}):" + listing(empty)
         )
 
 
@@ -276,51 +266,16 @@ def _verify_images(root: Path, samples: list[Sample], skip_bad: bool
         raise DataError(
             f"{len(bad)} unreadable or truncated image(s) under {root} "
             "(pass skip_bad_images=True to leave them out):"
-            + _listing([f"{root / p}: {why}" for p, why in bad])
+            + listing([f"{root / p}: {why}" for p, why in bad])
         )
     kept = [(s, size) for s, (size, why) in zip(samples, results) if why is None]
     return [s for s, _ in kept], [p for p, _ in bad], [size for _, size in kept]
 
 
-def _mask_index(masks_root: Path, domains: list[str]) -> dict[str, list[str]]:
-    """Relative mask path without extension -> relative mask paths with that stem."""
-    index: dict[str, list[str]] = defaultdict(list)
-    for name in domains:
-        top = masks_root / name
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for f in filenames:
-                if f.startswith(".") or not has_file_allowed_extension(f, IMG_EXTENSIONS):
-                    continue
-                rel = (Path(dirpath) / f).relative_to(masks_root).as_posix()
-                index[rel.rsplit(".", 1)[0]].append(rel)
-    return index
-
-
-def _match_masks(samples: list[Sample], masks_root: Path, domains: list[str]) -> list[Sample]:
-    """`samples` with `mask_path` set; one `DataError` listing every missing or ambiguous mask."""
-    if not masks_root.is_dir():
-        raise DataError(f"masks root {masks_root} does not exist or is not a directory")
-    index = _mask_index(masks_root, domains)
-    by_stem: dict[str, list[str]] = defaultdict(list)
-    for s in samples:
-        by_stem[s.path.rsplit(".", 1)[0]].append(s.path)
-    problems, out = [], []
-    for s in samples:
-        stem = s.path.rsplit(".", 1)[0]
-        found = sorted(index.get(stem, []))
-        expected = f"{masks_root / stem}.<png|jpg|...>"
-        if len(by_stem[stem]) > 1:
-            problems.append(f"images {by_stem[stem]} share the mask stem {expected}")
-        elif not found:
-            problems.append(f"no mask for image {s.path}: expected {expected}")
-        elif len(found) > 1:
-            problems.append(f"image {s.path} has {len(found)} candidate masks: {found}")
-        else:
-            out.append(Sample(s.path, s.label, s.domain, found[0]))
-    if problems:
-        raise DataError(f"mask problems under {masks_root}:" + _listing(sorted(set(problems))))
-    return out
+def _with_mask_paths(samples: list[Sample], masks_root: Path) -> list[Sample]:
+    """`samples` with `mask_path` set (see `align.data.pairing`)."""
+    mask_rels = pair_masks([s.path for s in samples], masks_root)
+    return [Sample(s.path, s.label, s.domain, m) for s, m in zip(samples, mask_rels)]
 
 
 def _probe_mask(path: Path) -> tuple[tuple[int, int] | None, str | None, bool]:
@@ -358,7 +313,7 @@ def _check_mask_sizes(root: Path, masks_root: Path, samples: list[Sample],
         elif is_empty:
             empty.append(str(s.mask_path))
     if problems:
-        raise DataError(f"{len(problems)} mask(s) unusable:" + _listing(problems))
+        raise DataError(f"{len(problems)} mask(s) unusable:" + listing(problems))
     if empty:
         log.warning("%d of %d masks under %s are empty (no annotation), e.g. %s", len(empty),
                     len(samples), masks_root, empty[0])
@@ -410,6 +365,6 @@ def scan_domainbed(
             _check_nonempty(samples, chosen, classes, root_p, reason="without readable images")
     empty: list[str] = []
     if masks_p is not None:
-        samples = _match_masks(samples, masks_p, chosen)
+        samples = _with_mask_paths(samples, masks_p)
         empty = _check_mask_sizes(root_p, masks_p, samples, sizes, decode=verify_images)
     return DomainFolder(root_p, masks_p, chosen, classes, samples, skipped, empty)

@@ -9,13 +9,13 @@ from align.masks.degrade import (
     DEGRADATIONS, degrade_mask, degrade_to_iou, dilate_mask, erode_mask, shift_mask,
 )
 from align.masks.generic import GENERIC_DEFAULTS, generic_segmentation
-from align.masks.layout import index_masks, list_images, load_mask, save_mask
+from align.masks.layout import list_images, save_mask
 from align.masks.quality import binarize, mask_iou, mask_quality_report
 from align.masks.sources import MASK_SOURCES, MaskJob, MaskSource
 
 __all__ = [
     "DEGRADATIONS", "GENERIC_DEFAULTS", "MASK_SOURCES", "MaskBuildError", "MaskJob", "MaskSource",
     "binarize", "build_mask_folder", "compute_mask", "degrade_mask", "degrade_to_iou",
-    "dilate_mask", "erode_mask", "generic_segmentation", "index_masks", "list_images",
-    "load_mask", "mask_iou", "mask_quality_report", "read_record", "save_mask", "shift_mask",
+    "dilate_mask", "erode_mask", "generic_segmentation", "list_images", "mask_iou",
+    "mask_quality_report", "read_record", "save_mask", "shift_mask",
 ]

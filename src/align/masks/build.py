@@ -22,10 +22,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from align.data.decode import load_mask, mask_array
+from align.data.pairing import pair_masks
 from align.io import install_dir, temp_dir_beside, write_json
 from align.masks.layout import (
-    image_seed, image_size, index_masks, list_images, load_mask, mask_rel_path, match_masks,
-    save_mask, to_uint8_mask,
+    image_seed, image_size, list_images, mask_rel_path, save_mask, to_uint8_mask,
 )
 from align.masks.quality import mask_iou, summarise_ious
 from align.masks.sources import MASK_SOURCES, MaskJob, MaskSource
@@ -44,7 +45,7 @@ class MaskBuildError(RuntimeError):
 def compute_mask(source: MaskSource, job: MaskJob) -> tuple[np.ndarray, float | None, dict]:
     """(uint8 mask, IoU with the truth or None, extra record) for one image; checks sizes."""
     size = image_size(job.image_path)
-    gt = load_mask(job.gt_path) if job.gt_path is not None else None
+    gt = mask_array(load_mask(job.gt_path)) if job.gt_path is not None else None
     if gt is not None and gt.shape != size:
         raise ValueError(
             f"ground-truth mask {job.gt_path} is {gt.shape[1]}x{gt.shape[0]} but its image "
@@ -215,7 +216,7 @@ def build_mask_folder(
     if src.needs_gt and gt_root is None:
         raise ValueError(f"mask source {source!r} needs gt_root (the ground-truth masks folder)")
     rels = list_images(images_root)
-    gt_paths = match_masks(rels, index_masks(gt_root), gt_root) if gt_root is not None else None
+    gt_paths = [gt_root / m for m in pair_masks(rels, gt_root)] if gt_root is not None else None
     src.prepare(rels)
     key = {
         "format": FORMAT_VERSION,

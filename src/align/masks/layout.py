@@ -1,10 +1,11 @@
-"""The on-disk layout of image and mask trees, and reading/writing single masks.
+"""The on-disk layout of image and mask trees, and writing single masks.
 
 Images follow the DomainBed layout ``ROOT/<domain>/<class>/<image>``. A mask folder mirrors it:
 the mask of ``ROOT/d/c/x.jpg`` is ``MASKS/d/c/x.<any image extension>`` (one per image), an
 8-bit greyscale image (mode ``L``) whose values 0..255 mean "not object" .. "object"; soft values
 in between are allowed. Masks that *we* write always use ``.png`` (lossless, so a binary mask
-stays binary).
+stays binary). Pairing images with masks is `align.data.pairing`'s, reading a mask
+`align.data.decode.load_mask`'s (then `mask_array`), as for training.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from align.data import decode
+from align.data.decode import DataError, listing
+from align.data.pairing import mask_stem, stem_clashes
 
 # Depth of an image below the root: <domain>/<class>/<image>.
 LAYOUT_DEPTH = 3
@@ -32,8 +34,8 @@ def list_images(root: str | os.PathLike) -> list[str]:
 
     Hidden files and folders (``.ipynb_checkpoints``, our own ``.tmp`` folders) are skipped, and
     so are images at other depths (a ``preview.png`` next to the domains is not a sample).
-    Raises if `root` is not a folder or holds no image, and if two images would share one mask
-    path (``x.jpg`` and ``x.png`` in one class folder).
+    Raises if `root` is not a folder or holds no image, and (a `DataError`) if two images would
+    share one mask path (``x.jpg`` and ``x.png`` in one class folder).
     """
     root = Path(root)
     if not root.is_dir():
@@ -54,88 +56,22 @@ def list_images(root: str | os.PathLike) -> list[str]:
             f"{', '.join(IMG_EXTENSIONS)}"
         )
     rels.sort()
-    seen: dict[str, str] = {}
-    for rel in rels:
-        key = mask_key(rel)
-        if key in seen:
-            raise ValueError(
-                f"{root}: images {seen[key]} and {rel} would share the mask {key}.png; "
-                "rename one of them"
-            )
-        seen[key] = rel
+    clashes = stem_clashes(rels)
+    if clashes:
+        raise DataError(f"{root}: images that would share one mask; rename all but one of each:"
+                        + listing([f"{found} -> {stem}.png" for stem, found in clashes.items()]))
     return rels
-
-
-def mask_key(rel: str) -> str:
-    """The extension-free relative path that pairs an image with its mask (``d/c/x``)."""
-    return str(PurePosixPath(rel).with_suffix(""))
 
 
 def mask_rel_path(rel: str) -> str:
     """Where the mask of image `rel` goes in a folder we write: same path, ``.png``."""
-    return mask_key(rel) + ".png"
-
-
-def index_masks(root: str | os.PathLike) -> dict[str, Path]:
-    """Map each mask key (``d/c/x``) under `root` to its file; refuses two masks for one key."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"mask folder {root} does not exist or is not a folder")
-    index: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            if f.startswith(".") or not _is_image(f):
-                continue
-            path = Path(dirpath) / f
-            key = mask_key(path.relative_to(root).as_posix())
-            if key in index:
-                raise ValueError(
-                    f"two masks for one image in {root}: {index[key].name} and {f} "
-                    f"(in {Path(dirpath)}); keep exactly one"
-                )
-            index[key] = path
-    return index
-
-
-def match_masks(image_rels: list[str], index: dict[str, Path], root: Path) -> list[Path]:
-    """The mask of each image, in order; raises naming (up to 5) images that have none."""
-    missing = [rel for rel in image_rels if mask_key(rel) not in index]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(image_rels)} images have no mask in {root}: {shown}"
-        )
-    return [index[mask_key(rel)] for rel in image_rels]
-
-
-def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a mask file as a uint8 array (H, W) with values 0..255.
-
-    Decoded by :func:`align.data.decode.load_mask`, exactly as training reads masks (colour masks
-    by their channel maximum, 16-bit and float masks scaled), so a mask folder means the same
-    thing to the mask tools as to the trainer; it raises the same errors (e.g. for an unscaled
-    0/1 mask).
-    """
-    mask = decode.load_mask(path)
-    if mask.mode == "F":
-        unit = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
-        return np.rint(unit * 255.0).astype(np.uint8)
-    return np.asarray(mask, dtype=np.uint8)
+    return mask_stem(rel) + ".png"
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) of an image, read from its header only."""
     with Image.open(path) as im:
         return im.height, im.width
-
-
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image as uint8 RGB (H, W, 3), decoded as training decodes it.
-
-    See :func:`align.data.decode.load_rgb` for how each image mode is converted.
-    """
-    return np.asarray(decode.load_rgb(path), dtype=np.uint8)
 
 
 def to_uint8_mask(mask: np.ndarray) -> np.ndarray:

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from align.data.decode import DataError, load_mask, mask_array
+from align.data.pairing import index_masks, mask_stem, pair_masks
 from align.maps import iou
-from align.masks.layout import index_masks, load_mask
 
 
 def binarize(mask: Any) -> np.ndarray:
@@ -70,39 +71,36 @@ def summarise_ious(per_image: dict[str, float | None]) -> tuple[float | None, di
 def mask_quality_report(mask_root: str | os.PathLike, gt_root: str | os.PathLike) -> dict:
     """Compare every ground-truth mask under `gt_root` with its counterpart under `mask_root`.
 
-    Masks are paired by relative path without extension. Every truth mask needs a counterpart
-    (raises naming the missing ones); masks without a truth are only counted (`n_extra`), since a
-    mask folder may cover more images than the truth does.
+    Masks are paired by relative path without extension (`align.data.pairing`). Every truth mask
+    needs exactly one counterpart (one `DataError` lists those without); masks without a truth are
+    only counted (`n_extra`), since a mask folder may cover more images than the truth does.
 
     Returns ``{"n": int, "mean_iou": float, "mean_iou_per_domain": {domain: float},
     "per_image": {key: float}, "n_extra": int}`` with keys like ``"domain/class/stem"``.
     """
-    masks, truths = index_masks(mask_root), index_masks(gt_root)
+    mask_root, gt_root = Path(mask_root), Path(gt_root)
+    truth_index = index_masks(gt_root)
+    truths = [rel for stem in sorted(truth_index) for rel in truth_index[stem]]
     if not truths:
-        raise FileNotFoundError(f"no ground-truth masks found in {gt_root}")
-    missing = sorted(set(truths) - set(masks))
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(truths)} ground-truth masks have no counterpart in "
-            f"{mask_root}: {shown}"
-        )
+        raise DataError(f"no ground-truth masks found in {gt_root}")
+    masks = pair_masks(truths, mask_root, what="ground-truth mask")
     per_image: dict[str, float] = {}
-    for key in sorted(truths):
-        pred, truth = load_mask(masks[key]), load_mask(truths[key])
+    for truth_rel, mask_rel in zip(truths, masks):
+        pred = mask_array(load_mask(mask_root / mask_rel))
+        truth = mask_array(load_mask(gt_root / truth_rel))
         if pred.shape != truth.shape:
-            raise ValueError(
-                f"mask {masks[key]} has shape {pred.shape} but its truth {truths[key]} has "
-                f"{truth.shape}"
+            raise DataError(
+                f"mask {mask_root / mask_rel} has shape {pred.shape} but its truth "
+                f"{gt_root / truth_rel} has {truth.shape}"
             )
-        per_image[key] = mask_iou(pred, truth)
+        per_image[mask_stem(truth_rel)] = mask_iou(pred, truth)
     mean, per_domain = summarise_ious(per_image)
     return {
-        "mask_root": str(Path(mask_root)),
-        "gt_root": str(Path(gt_root)),
+        "mask_root": str(mask_root),
+        "gt_root": str(gt_root),
         "n": len(per_image),
         "mean_iou": mean,
         "mean_iou_per_domain": per_domain,
         "per_image": per_image,
-        "n_extra": len(set(masks) - set(truths)),
+        "n_extra": len(set(index_masks(mask_root)) - set(per_image)),
     }

@@ -29,7 +29,8 @@ import numpy as np
 
 from align.masks.degrade import DEGRADATIONS, degrade_mask, search_level, shift_mask
 from align.masks.generic import GENERIC_DEFAULTS, check_generic_params, generic_segmentation
-from align.masks.layout import index_masks, load_mask, load_rgb, mask_key, match_masks
+from align.data.decode import load_mask, load_rgb, mask_array
+from align.data.pairing import mask_stem, pair_masks
 from align.registry import Registry
 
 
@@ -117,17 +118,17 @@ class FolderSource(MaskSource):
         self.paths: dict[str, str] = {}
 
     def prepare(self, image_rels: list[str]) -> None:
-        found = match_masks(image_rels, index_masks(self.root), self.root)
-        self.paths = {rel: str(p) for rel, p in zip(image_rels, found)}
+        found = pair_masks(image_rels, self.root)
+        self.paths = {rel: str(self.root / m) for rel, m in zip(image_rels, found)}
 
     def inputs_fingerprint(self) -> str | None:
         # Name and size of each mask used: cheap, and catches masks regenerated into the folder.
-        items = [[mask_key(rel), Path(p).stat().st_size] for rel, p in sorted(self.paths.items())]
+        items = [[mask_stem(rel), Path(p).stat().st_size] for rel, p in sorted(self.paths.items())]
         return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
     def compute(self, job: MaskJob, gt: np.ndarray | None) -> tuple[np.ndarray, dict[str, Any]]:
         # Soft values are kept: the training methods decide how to read them.
-        return load_mask(self.paths[job.rel]), {}
+        return mask_array(load_mask(self.paths[job.rel])), {}
 
 
 @_register("generic")
@@ -141,7 +142,8 @@ class GenericSource(MaskSource):
 
     def compute(self, job: MaskJob, gt: np.ndarray | None) -> tuple[np.ndarray, dict[str, Any]]:
         # `gt` is deliberately not used: the point of this source is that it never sees the task.
-        return generic_segmentation(load_rgb(job.image_path), **self.params), {}
+        image = np.asarray(load_rgb(job.image_path), dtype=np.uint8)
+        return generic_segmentation(image, **self.params), {}
 
 
 @_register("ground_truth")
