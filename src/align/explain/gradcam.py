@@ -13,11 +13,12 @@ the map trains the model.
 
 Pieces, from low to high level:
 
-* :func:`cam_from_activations` and :func:`normalize_cam`: pure tensor ops.
+* :func:`cam_from_activations` and :func:`normalize_cam` (:func:`align.maps.minmax` for CAMs):
+  pure tensor ops.
 * :func:`gradcam_from_features`: the fast path for losses, when the model already returns its
   feature map next to the logits (one forward pass serves the cross-entropy *and* the map).
-* :func:`capture_activations`: a context manager that records a layer's output with a forward
-  hook and always removes the hook.
+* :func:`capture_activations` (in :mod:`align.explain.hooks`, re-exported here): a context
+  manager that records a layer's output with a forward hook and always removes the hook.
 * :func:`gradcam` and :class:`GradCAM`: hook a layer, run one forward pass, build the map.
 
 Batching. One ``torch.autograd.grad`` call on ``sum_b y_{b, t_b}`` yields every sample's own
@@ -34,13 +35,13 @@ BatchNorm, if you need exact per-sample maps.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from align.explain.hooks import capture_activations, forward_and_capture
 from align.maps import minmax
 
 __all__ = [
@@ -102,81 +103,6 @@ def normalize_cam(cam: Tensor, eps: float = 1e-8) -> Tensor:
     if cam.dim() not in (3, 4):
         raise ValueError(f"cam must have shape [B, h, w] or [B, 1, h, w]; got {tuple(cam.shape)}")
     return minmax(cam, eps=eps)
-
-
-@contextmanager
-def capture_activations(
-    layer: nn.Module, *, detach_upstream: bool = False
-) -> Iterator[list[Tensor]]:
-    r"""Record every output of ``layer`` produced while the context is open.
-
-    The forward hook is removed on exit, whether the body succeeds or raises, so a failed
-    forward pass never leaves a stray hook on the model. The rest of the network receives a
-    *copy* of each recorded output (as Captum does), so an in-place operation downstream (e.g.
-    ``nn.ReLU(inplace=True)``) cannot overwrite the recorded tensor; the copy is one feature
-    map, negligible next to the forward pass.
-
-    If an output does not require grad (a frozen model fed an input without grad) while grad
-    mode is on, it is recorded as a detached leaf that requires grad, so that the logits can
-    still be differentiated with respect to it.
-
-    Args:
-        layer (nn.Module): module whose output (a single tensor) is recorded.
-        detach_upstream (bool, optional): record the output as a detached leaf and switch grad
-            mode on from this layer onwards. Run the forward pass under ``torch.no_grad()`` and
-            autograd then records only the part of the network after ``layer``, which is all
-            that ``d logits / d output`` needs: the trunk's activations are not kept for a
-            backward pass that will never reach them. The grad mode is restored when the
-            caller's ``no_grad`` block exits. Default: ``False``.
-
-    Yields:
-        list[Tensor]: the recorded outputs, in call order; filled during the forward pass.
-    """
-    store: list[Tensor] = []
-
-    def hook(module: nn.Module, inputs: Any, output: Any) -> Tensor:
-        if not isinstance(output, Tensor):
-            raise TypeError(
-                f"Grad-CAM needs {type(module).__name__} to return a single tensor; "
-                f"it returned {type(output).__name__}"
-            )
-        if detach_upstream:
-            torch.set_grad_enabled(True)
-        if torch.is_grad_enabled() and (detach_upstream or not output.requires_grad):
-            output = output.detach().requires_grad_()
-        store.append(output)
-        return output.clone()  # a returned value replaces the module's output downstream
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
-
-
-def _forward_and_capture(
-    model: nn.Module, layer: nn.Module, x: Tensor, *, explain_only: bool
-) -> tuple[Tensor, Tensor]:
-    """One forward pass of ``model`` on ``x``; returns (output of ``layer``, logits)."""
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("Grad-CAM needs autograd; call it outside torch.inference_mode()")
-    # When only the map is wanted (no second-order graph, no logits handed back), the trunk
-    # before `layer` runs without autograd recording; see `capture_activations`.
-    with torch.set_grad_enabled(not explain_only):
-        with capture_activations(layer, detach_upstream=explain_only) as store:
-            logits = model(x)
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"model must return a logits tensor; got {type(logits).__name__}")
-    if len(store) != 1:
-        raise RuntimeError(
-            f"{type(layer).__name__} ran {len(store)} times in one forward pass; Grad-CAM needs "
-            "a layer that runs exactly once"
-        )
-    if explain_only and not logits.requires_grad:
-        # The model set its own grad mode inside forward() and undid ours; fall back to an
-        # ordinary forward pass with autograd on throughout.
-        return _forward_and_capture(model, layer, x, explain_only=False)
-    return store[0], logits
 
 
 def _select_logits(logits: Tensor, target: Tensor | int | None) -> Tensor:
@@ -329,7 +255,7 @@ def gradcam(
     else:
         size = (int(upsample[0]), int(upsample[1]))
     explain_only = not (create_graph or return_logits)
-    features, logits = _forward_and_capture(model, layer, x, explain_only=explain_only)
+    features, logits = forward_and_capture(model, layer, x, explain_only=explain_only)
     cam = gradcam_from_features(
         features,
         logits,
