@@ -9,7 +9,6 @@ rule at the call, as an argument without a default.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 import torch
@@ -134,7 +133,8 @@ def dilate(mask: Tensor, radius: float, *, shape: str = "disc") -> Tensor:
         return out.view(mask.shape)
     if shape != "disc":
         raise ValueError(f"unknown dilation shape {shape!r}; choose from {DILATION_SHAPES}")
-    # The distance transform runs on the CPU (scipy); masks are small next to their images.
+    # One implementation of the disc for every caller: scipy's exact distance transform, on the
+    # CPU, whose cost does not grow with the radius.
     flat = mask.detach().reshape(-1, *mask.shape[-2:]).cpu().numpy()
     out = np.stack([DiscDilation(m)(radius) for m in flat]) if len(flat) else flat
     return torch.from_numpy(out).to(mask.device).view(mask.shape)

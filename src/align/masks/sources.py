@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from align.masks.degrade import DEGRADATIONS, degrade_mask, search_level, shift_mask
-from align.masks.generic import GENERIC_DEFAULTS, check_generic_params, generic_segmentation
 from align.data.decode import load_mask, load_rgb, mask_array
 from align.data.pairing import mask_stem, pair_masks
+from align.masks.degrade import DEGRADATIONS, degrade_mask, search_level, shift_mask
+from align.masks.generic import GENERIC_DEFAULTS, check_generic_params, generic_segmentation
 from align.registry import Registry
 
 
