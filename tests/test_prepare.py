@@ -264,6 +264,9 @@ def test_local_archive_instead_of_a_download(tmp_path):
     res = prepare("vlcs", tmp_path / "data", archives=[archive], preset=_scaled(VLCS, counts),
                   checksums=False, mirror="http://127.0.0.1:9/never-contacted")
     assert res.created and res.check.counts == counts and archive.is_file()  # not consumed
+    with pytest.raises(DownloadError, match=r"my-copy.tgz: md5 is [0-9a-f]{32}, expected 8870"):
+        prepare("vlcs", tmp_path / "checked", archives=[archive], preset=_scaled(VLCS, counts))
+    assert archive.is_file()  # a local file is never deleted, even when it does not match
     with pytest.raises(DataError, match=r"eccv_18_all_images_sm.tar.gz.*name the file"):
         prepare("terra_incognita", tmp_path / "t", archives=[archive])
 
@@ -394,7 +397,8 @@ def test_real_presets_name_the_terra_incognita_release():
     assert match_release(other, TERRA, Path("x")).name.startswith("24,330")
     half = _spread(papers, TERRA.classes)
     half["location_43"]["coyote"] //= 2  # half of one class deleted
-    with pytest.raises(DataError, match=r"(?s)location_43 has .*expected 4,020.*24,330.*not published"):
+    with pytest.raises(DataError,
+                       match=r"(?s)location_43 has .*expected 4,020.*24,330.*not published"):
         match_release(half, TERRA, Path("x"))
 
 
@@ -431,7 +435,7 @@ def test_cli_prepare_and_check(server, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert f"prepared {root / 'VLCS'}" in res.output
     res = runner.invoke(app, ["check", str(root / "VLCS"), "--dataset", "vlcs"])
-    assert res.exit_code == 0 and "release fake" in res.output
+    assert res.exit_code == 0 and "release fake, checked per class" in res.output
     next((root / "VLCS" / "SUN09" / "person").iterdir()).unlink()
     res = runner.invoke(app, ["check", str(root / "VLCS"), "--dataset", "vlcs", "--no-decode"])
     assert res.exit_code != 0

@@ -44,18 +44,19 @@ def prepare_command(
 
 
 def check_command(
-    path: Annotated[Path, typer.Argument(help="The dataset folder: PATH/<domain>/<class>/<image>.")],
+    path: Annotated[Path, typer.Argument(
+        help="The dataset folder: PATH/<domain>/<class>/<image>.")],
     dataset: Annotated[str, typer.Option(help=f"Which dataset it should be: {_NAMES}.")],
     decode: Annotated[bool, typer.Option(
         help="Decode every image (--no-decode only counts files).")] = True,
 ) -> None:
     """Check a dataset folder: domains, classes, image counts; names the release it matches."""
-    _print_check(Console(), check_dataset(path, dataset, decode=decode), "ok")
+    _print_check(Console(), check_dataset(path, dataset, decode=decode), "check passed")
 
 
 def _print_check(console: Console, check: CheckResult, headline: str) -> None:
     per_domain = check.release.per_domain
-    table = Table(title=check.summary())
+    table = Table()
     table.add_column("domain")
     table.add_column("images", justify="right")
     table.add_column("expected", justify="right")
@@ -63,7 +64,8 @@ def _print_check(console: Console, check: CheckResult, headline: str) -> None:
         expected = "-" if per_domain is None else f"{per_domain[domain]:,}"
         table.add_row(domain, f"{sum(classes.values()):,}", expected)
     console.print(table)
-    console.print(f"{headline} (release {check.release.name})", highlight=False)
+    console.print(check.summary(), highlight=False)
+    console.print(headline, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

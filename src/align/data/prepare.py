@@ -21,9 +21,8 @@ import dataclasses
 import json
 import os
 import shutil
-from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable, Sequence
 
 from rich.console import Console
@@ -33,6 +32,7 @@ from align.data.decode import DataError
 from align.data.download import fetch, verify_checksum
 from align.data.extract import extract
 from align.data.presets import Preset, get_preset
+from align.data import terra_incognita as terra
 from align.registry import Registry
 
 #: The staging folder's name under ROOT (hidden: scans of ROOT skip it).
@@ -128,83 +128,6 @@ def build_from_domain_folders(extracted: dict[str, Path], out: Path, preset: Pre
         os.rename(parent / d, out / d)
 
 
-_TERRA_IMAGES = "eccv_18_all_images_sm.tar.gz"
-_TERRA_ANNOTATIONS = "eccv_18_annotations.tar.gz"
-
-
-def build_terra_incognita(extracted: dict[str, Path], out: Path, preset: Preset) -> None:
-    """DomainBed's TerraIncognita from Caltech Camera Traps: every image of locations 38, 43, 46
-    and 100 goes to `location_<L>/<category>/<file_name>` for each of its annotations whose
-    category is one of the preset's 10 classes (an image annotated twice lands in both class
-    folders, as in DomainBed); other locations and categories are left out. The annotations are
-    the union of every COCO-Camera-Traps JSON file in the annotations archive."""
-    images_root = extracted[_TERRA_IMAGES]
-    while len(entries := list(os.scandir(images_root))) == 1 and entries[0].is_dir():
-        images_root = Path(entries[0].path)  # eccv_18_all_images_sm/
-    images, by_image = _read_annotations(extracted[_TERRA_ANNOTATIONS], set(preset.classes))
-    locations = {d.removeprefix("location_"): d for d in preset.domains}
-    missing: list[str] = []
-    for image_id, location, file_name in images:
-        domain = locations.get(location)
-        if domain is None or not by_image.get(image_id):
-            continue
-        name = _safe_relative(file_name, _TERRA_ANNOTATIONS)
-        src = images_root / name
-        if not src.is_file():
-            missing.append(name)
-            continue
-        for cls in sorted(by_image[image_id]):
-            _place(src, out / domain / cls / name)
-    if missing:
-        raise DataError(f"{_TERRA_IMAGES}: {len(missing)} annotated image(s) are not in the "
-                        f"archive, e.g. {missing[:5]}; is it the complete file?")
-    if not out.is_dir():
-        raise DataError(f"{_TERRA_ANNOTATIONS}: no image of locations {sorted(locations)} with "
-                        f"a category in {preset.classes}")
-
-
-def _read_annotations(folder: Path, classes: set[str]) -> tuple[list[tuple], dict]:
-    """([(image id, location, file name)], image id -> set of kept class names) over every JSON
-    file under `folder`. Locations are compared as strings: the JSON releases differ (38 / "38")."""
-    files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
-    if not files:
-        raise DataError(f"{_TERRA_ANNOTATIONS}: no .json annotation file in the archive")
-    images, annotations, categories = [], [], {}
-    for f in files:
-        try:
-            data = json.loads(f.read_text())
-            images += [(im["id"], str(im["location"]), im["file_name"]) for im in data["images"]]
-            annotations += [(a["image_id"], a["category_id"]) for a in data["annotations"]]
-            categories.update({c["id"]: c["name"] for c in data["categories"]})
-        except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{f}: not a COCO Camera Traps annotation file (missing or bad "
-                            f"{e!r})") from None
-    by_image: dict = defaultdict(set)
-    for image_id, category in annotations:
-        if categories.get(category) in classes:
-            by_image[image_id].add(categories[category])
-    return images, by_image
-
-
-def _safe_relative(name: str, label: str) -> str:
-    """`name` if it is a relative path without `..` (annotation files are input, not code)."""
-    p = PurePosixPath(name)
-    if p.is_absolute() or ".." in p.parts or not p.parts:
-        raise DataError(f"{label}: refusing the image file name {name!r}")
-    return p.as_posix()
-
-
-def _place(src: Path, dst: Path) -> None:
-    """A hard link (no copy of the bytes) where the filesystem allows, else a copy."""
-    if dst.exists():  # listed twice in the annotations
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 # ---------------------------------------------------------------------------------------- recipes
 
 # The md5 sums of the three Google Drive archives are those recorded by the DomainBed loaders of
@@ -218,10 +141,10 @@ for _recipe in (
            "none stated; images from PASCAL VOC 2007, LabelMe, Caltech101 and SUN09 under their "
            "own terms (research use)", build_from_domain_folders),
     Recipe("terra_incognita", "terra_incognita",
-           (Source(_TERRA_IMAGES, f"{_LILA}/{_TERRA_IMAGES}"),
-            Source(_TERRA_ANNOTATIONS, f"{_LILA}/{_TERRA_ANNOTATIONS}")),
+           (Source(terra.IMAGES, f"{_LILA}/{terra.IMAGES}"),
+            Source(terra.ANNOTATIONS, f"{_LILA}/{terra.ANNOTATIONS}")),
            "Community Data License Agreement, permissive variant (CDLA-Permissive-1.0)",
-           build_terra_incognita),
+           terra.build_terra_incognita),
     Recipe("pacs", "PACS", (Source("PACS.zip", _drive("1JFr8f805nMUelQWWmfnJR3y4_SYoN5Pd"),
                                    "md5:fd5db817f7cdafeef3bfd525aaf9b42e"),),
            "none stated by the authors (research use)", build_from_domain_folders),
@@ -370,9 +293,10 @@ def prepare(name: str, root: str | os.PathLike, *, archives: Sequence[str | os.P
         try:
             check = check_dataset(built, spec, decode=decode)
         except DataError as e:
+            kept = (f" (the downloads stay in {stage.downloads}; delete them to download anew)"
+                    if any(stage.downloads.iterdir()) else "")
             raise DataError(f"{name}: the folder built from {list(files)} fails the check, so "
-                            f"nothing was moved to {target} (the downloads stay in "
-                            f"{stage.downloads}; delete them to download anew): {e}") from None
+                            f"nothing was moved to {target}{kept}: {e}") from None
         _write_record(built, recipe, check, origins, checksums)
         if target.exists():
             raise DataError(f"{target} appeared while preparing; left it as is")
