@@ -223,8 +223,9 @@ def test_preset_match_and_mismatch(tmp_path):
             (root / d / "dog").rename(root / d / "dogs")
     with pytest.raises(DataError, match=r"missing \['dog'\], extra \['dogs'\]"):
         scan_domainbed(root, preset="vlcs")
-    with pytest.raises(DataError, match="unknown dataset preset 'pacs'"):
-        scan_domainbed(root, preset="pacs")
+    # (was 'pacs', which is a known preset since `align prepare` added it)
+    with pytest.raises(DataError, match="unknown dataset preset 'domainnet'"):
+        scan_domainbed(root, preset="domainnet")
 
 
 def test_domain_subset_and_unknown_domain(tmp_path):

@@ -368,6 +368,9 @@ def report(
     console.print(f"report: {index}")
 
 
+from .cli_data import register as _register_data_commands  # noqa: E402
+_register_data_commands(app)
+
 _MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds", "--levels", "--metrics", "--set")
 
 
