@@ -197,11 +197,11 @@ def erm_run(tiny_synth, tmp_path_factory):
 
 def _spy(monkeypatch):
     """Record every batch's labels (from the loader) and the class explain() was asked for."""
-    import align.evaluate
+    import align.evaluation_scores
     import align.metrics
 
     seen = {"y": [], "explained": [], "x": []}
-    real_score, real_explain = align.evaluate._score_batch, align.metrics.explain
+    real_score, real_explain = align.evaluation_scores._score_batch, align.metrics.explain
 
     def score(run, raw, config, metrics):
         seen["y"].append(raw["y"].clone())
@@ -212,18 +212,18 @@ def _spy(monkeypatch):
         seen["explained"].append(target.detach().cpu().clone())
         return real_explain(name, model, x, target=target, **kw)
 
-    monkeypatch.setattr(align.evaluate, "_score_batch", score)
+    monkeypatch.setattr(align.evaluation_scores, "_score_batch", score)
     monkeypatch.setattr(align.metrics, "explain", explain)  # evaluate imports it per batch
     return seen
 
 
 def test_dre_auc_preset_explains_the_label_and_scores_dre_insertion(erm_run, monkeypatch):
     from align.api import load_run
-    from align.evaluate import evaluate_run
+    from align.evaluate import EvalConfig, evaluate_run
     from align.metrics import explain
 
     seen = _spy(monkeypatch)
-    ev = evaluate_run(erm_run, preset="dre_auc", batch_size=64)
+    ev = evaluate_run(erm_run, EvalConfig(preset="dre_auc", batch_size=64))
     assert (erm_run / "evaluation-dre_auc.json").is_file()
     assert not (erm_run / "evaluation.json").exists()  # the main evaluation is not touched
     cfg = ev["config"]
@@ -261,12 +261,13 @@ def test_dre_auc_preset_explains_the_label_and_scores_dre_insertion(erm_run, mon
 def test_default_evaluation_still_explains_the_prediction(erm_run, tmp_path, monkeypatch):
     import shutil
 
-    from align.evaluate import evaluate_run
+    from align.evaluate import EvalConfig, evaluate_run
 
     run = tmp_path / "erm"
     shutil.copytree(erm_run, run)
     seen = _spy(monkeypatch)
-    ev = evaluate_run(run, metrics=["insertion"], batch_size=64, max_batches=1)
+    cfg = EvalConfig(metrics=["insertion"], batch_size=64, max_batches=1)
+    ev = evaluate_run(run, cfg)
     assert ev["config"]["explain_class"] == "prediction" and ev["config"]["preset"] is None
     assert ev["splits"][next(iter(ev["splits"]))]["curves"]["insertion"]["fractions"][1] == 1 / 20
     from align.api import load_run
@@ -282,16 +283,16 @@ def test_default_evaluation_still_explains_the_prediction(erm_run, tmp_path, mon
         del old["config"][key]
     path.write_text(json.dumps(old))
     n = len(seen["explained"])
-    assert evaluate_run(run, metrics=["insertion"], batch_size=64, max_batches=1) == old
+    assert evaluate_run(run, cfg) == old
     assert len(seen["explained"]) == n  # nothing recomputed
 
 
 def test_preset_settings_cannot_be_overridden(erm_run):
-    from align.evaluate import evaluate_run
+    from align.evaluate import EvalConfig, evaluate_run
     from align.evaluation_presets import EvalSettings, resolve_settings
 
     with pytest.raises(ValueError, match="fixes substrate, metrics"):
-        evaluate_run(erm_run, preset="dre_auc", substrate="mean", metrics=["insertion"])
+        evaluate_run(erm_run, EvalConfig(preset="dre_auc", substrate="mean", metrics=["insertion"]))
     with pytest.raises(ValueError, match="fixes substrate"):
         resolve_settings("dre_auc", EvalSettings(substrate="mean"))
     with pytest.raises(KeyError, match="dre_auc"):
@@ -300,9 +301,11 @@ def test_preset_settings_cannot_be_overridden(erm_run):
     with pytest.raises(ValueError, match="explain_class"):
         EvalSettings(explain_class="target")
     with pytest.raises(ValueError, match="not evaluated: deletion"):
-        evaluate_run(erm_run, metrics=["insertion"], metric_params={"deletion": {"n_steps": 2}})
+        evaluate_run(erm_run, EvalConfig(metrics=["insertion"],
+                                         metric_params={"deletion": {"n_steps": 2}}))
     with pytest.raises(ValueError, match="bad parameters"):
-        evaluate_run(erm_run, metrics=["insertion"], metric_params={"insertion": {"steps": 2}})
+        evaluate_run(erm_run, EvalConfig(metrics=["insertion"],
+                                         metric_params={"insertion": {"steps": 2}}))
     assert not (erm_run / "evaluation.json").exists() and not list(erm_run.glob("*partial*"))
 
 
@@ -313,9 +316,10 @@ def test_evaluate_run_defaults_are_the_settings_defaults():
     from align.evaluate import evaluate_run
     from align.evaluation_presets import EvalSettings
 
-    params = inspect.signature(evaluate_run).parameters
+    # Since issue 9 the settings are fields of the one `EvalConfig` that evaluate_run takes.
+    default = inspect.signature(evaluate_run).parameters["config"].default
     for f in dataclasses.fields(EvalSettings):
-        assert params[f.name].default == f.default, f.name
+        assert getattr(default, f.name) == f.default, f.name
 
 
 def test_cli_evaluate_with_the_preset(erm_run, tmp_path):

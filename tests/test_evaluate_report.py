@@ -1,8 +1,9 @@
 """`evaluate_run` (evaluation.json, resumability) and `make_report` (golden tables, figures, html).
 
 The golden files: `tests/golden/runs/` holds four run directories (ERM and ALIGN, seeds 0 and 1,
-tiny synthetic runs) with only their JSON files and no checkpoints; `tests/golden/report/` holds
-the tables made from them. Regenerate the tables after an intended change with
+tiny synthetic runs) with only the files the report reads (their JSON files and the examples
+their evaluation saved) and no checkpoints; `tests/golden/report/` holds the tables made from
+them. Regenerate the tables after an intended change with
 
     UPDATE_GOLDEN=1 python -m pytest -q tests/test_evaluate_report.py -k golden
 
@@ -23,11 +24,13 @@ import pytest
 import torch
 
 import align.metrics
-from align.evaluate import EVALUATION_FILE, PARTIAL_FILE, evaluate_run
+from align.evaluate import EVALUATION_FILE, PARTIAL_FILE, EvalConfig, evaluate_run
 from align.metrics import METRICS
+from align.report import figures
 from align.report.build import TABLE_FILES, make_report, write_tables
 from align.report.collect import RunDirError, RunRecord, group_methods, load_run_record
 from align.report.paper_tables import Cell, Table, to_markdown
+from align.rundir import RunFiles
 from align.training.loop import Trainer
 
 from conftest import tiny_config
@@ -97,10 +100,43 @@ def test_evaluation_json_structure_and_known_values(runs, algo):
             assert s["extras"] == {}
 
 
+@pytest.mark.parametrize("algo", ["erm", "align"])
+def test_evaluation_saves_the_scored_maps_of_example_images(runs, algo):
+    """examples.npz holds, for the first split, 6 of its images round-robin over the classes with
+    the saliency maps the metrics scored, the predictions, the masker's masks and the truth."""
+    from align.api import load_run
+    from align.data.dataset import ImageDataset
+    from align.data.transforms import build_transform
+    from align.evaluate import rebuild_folder
+    from align.metrics import explain
+
+    files = RunFiles(runs[algo])
+    ev, ex = files.evaluation(), files.examples()
+    assert ev["examples"]["file"] == "examples.npz" and ex.split == ev["examples"]["split"]
+    assert ex.split == "texture_in" and len(ex.paths) == ev["examples"]["n"] == 6
+    assert len(set(ex.labels[:4])) == 4  # every class once before any repeats
+    assert set(ex.paths) <= set(files.splits()["texture"]["in"])
+    loaded = load_run(files.path)
+    folder = rebuild_folder(files, files.config(), None, None)
+    ds = ImageDataset(folder, build_transform(32, train=False), with_masks=True)
+    where = {s.path: i for i, s in enumerate(folder.samples)}
+    items = [ds[where[p]] for p in ex.paths]
+    x = torch.stack([it["x"] for it in items])
+    pred = loaded.predict(x).argmax(1)
+    assert list(ex.predictions) == [loaded.classes[int(p)] for p in pred]
+    assert list(ex.labels) == [loaded.classes[int(it["y"])] for it in items]
+    cam = explain("gradcam", loaded.algorithm.classifier, x, target=pred)[:, 0]
+    torch.testing.assert_close(torch.from_numpy(ex.saliency.astype("float32")), cam,
+                               atol=2e-3, rtol=0)
+    gt = torch.stack([it["mask"][0] for it in items]) > 0.5
+    assert (torch.from_numpy(ex.gt) == gt).all() and ex.images.shape == (6, 32, 32, 3)
+    assert (ex.masker is not None) == (algo == "align")
+
+
 def test_last_checkpoint_accuracy_matches_summary(runs, tmp_path):
     run = tmp_path / "erm"
     shutil.copytree(runs["erm"], run)
-    ev = evaluate_run(run, checkpoint="last", metrics=["iou"])
+    ev = evaluate_run(run, EvalConfig(checkpoint="last", metrics=["iou"]))
     last = _json(run / "summary.json")["last"]
     assert ev["config"]["step"] == last["step"]
     for key, s in ev["splits"].items():
@@ -124,7 +160,7 @@ def test_evaluation_resumes_finished_splits(runs, tmp_path, monkeypatch):
     run = tmp_path / "erm"
     shutil.copytree(runs["erm"], run)
     (run / EVALUATION_FILE).unlink()
-    kw = dict(batch_size=8, max_batches=2)  # 2 batches in every split: 8 in all
+    cfg = EvalConfig(batch_size=8, max_batches=2)  # 2 batches in every split: 8 in all
 
     class Interrupt(Exception):
         pass
@@ -134,30 +170,58 @@ def test_evaluation_resumes_finished_splits(runs, tmp_path, monkeypatch):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        evaluate_run(run, progress=stop_in_second_split, **kw)
+        evaluate_run(run, cfg, progress=stop_in_second_split)
     partial = _json(run / PARTIAL_FILE)
     assert list(partial["splits"]) == ["texture_in"] and not (run / EVALUATION_FILE).exists()
 
     calls = _counting_explain(monkeypatch)
     seen = []
-    resumed = evaluate_run(run, progress=lambda k, d, t: seen.append((k, d, t)), **kw)
+    resumed = evaluate_run(run, cfg, progress=lambda k, d, t: seen.append((k, d, t)))
     assert len(calls) == 6  # the finished split is not recomputed
     assert seen[0] == ("texture_in", 2, 8) and seen[-1][1:] == (8, 8)
-    assert not (run / PARTIAL_FILE).exists()
-    fresh = evaluate_run(run, overwrite=True, **kw)
+    assert not (run / PARTIAL_FILE).exists() and not (run / "examples.partial.npz").exists()
+    kept = RunFiles(run).examples()  # the first split's examples, saved before the interruption
+    fresh = evaluate_run(run, cfg, overwrite=True)
+    again = RunFiles(run).examples()
+    assert list(kept.paths) == list(again.paths) and (kept.saliency == again.saliency).all()
     for key in fresh["splits"]:
         for name in METRICS.names():
             assert resumed["splits"][key]["metrics"][name]["mean"] == pytest.approx(
                 fresh["splits"][key]["metrics"][name]["mean"], abs=1e-9)
     # A finished evaluation with the same config is returned without recomputing ...
     calls.clear()
-    assert evaluate_run(run, **kw)["splits"] == fresh["splits"] and calls == []
+    assert evaluate_run(run, cfg)["splits"] == fresh["splits"] and calls == []
     # ... and a partial file from another configuration is not reused.
     stale = {**fresh, "config": {**fresh["config"], "substrate": "zero"},
              "splits": {"texture_in": fresh["splits"]["texture_in"]}}
     (run / PARTIAL_FILE).write_text(json.dumps(stale))
-    evaluate_run(run, overwrite=True, **kw)
+    evaluate_run(run, cfg, overwrite=True)
     assert len(calls) == 8
+
+
+def test_resumed_evaluation_whose_examples_were_lost_scores_their_split_again(runs, tmp_path,
+                                                                              monkeypatch):
+    """The examples of the first split live in examples.partial.npz until the end; if that file
+    is lost (or not the one the partial record vouches for), the split is scored again."""
+    run = tmp_path / "erm"
+    shutil.copytree(runs["erm"], run)
+    (run / EVALUATION_FILE).unlink()
+    cfg = EvalConfig(batch_size=8, max_batches=2)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_in_second_split(key, done, total):
+        if done == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        evaluate_run(run, cfg, progress=stop_in_second_split)
+    (run / "examples.partial.npz").unlink()
+    calls = _counting_explain(monkeypatch)
+    record = evaluate_run(run, cfg)
+    assert len(calls) == 8  # 6 as in a plain resumption, and the first split's 2 again
+    assert RunFiles(run).examples().split == record["examples"]["split"] == "texture_in"
 
 
 def test_other_versions_and_corrupt_partials_are_recomputed_not_errors(runs, tmp_path,
@@ -166,16 +230,17 @@ def test_other_versions_and_corrupt_partials_are_recomputed_not_errors(runs, tmp
     current, and a corrupt evaluation.partial.json was an error even with --overwrite."""
     run = tmp_path / "erm"
     shutil.copytree(runs["erm"], run)
-    kw = dict(batch_size=8, max_batches=1)
-    first = evaluate_run(run, overwrite=True, **kw)
+    cfg = EvalConfig(batch_size=8, max_batches=1)
+    first = evaluate_run(run, cfg, overwrite=True)
     calls = _counting_explain(monkeypatch)
     (run / EVALUATION_FILE).write_text(json.dumps({**first, "version": first["version"] + 1}))
-    again = evaluate_run(run, **kw)
+    again = evaluate_run(run, cfg)
     assert len(calls) == 4 and again["version"] == first["version"]  # recomputed
     for overwrite in (True, False):
         (run / EVALUATION_FILE).unlink()
         (run / PARTIAL_FILE).write_text('{"splits": {"texture_in": ')  # cut short by a kill
-        assert evaluate_run(run, overwrite=overwrite, **kw)["splits"].keys() == first["splits"].keys()
+        again = evaluate_run(run, cfg, overwrite=overwrite)
+        assert again["splits"].keys() == first["splits"].keys()
         assert not (run / PARTIAL_FILE).exists()
 
 
@@ -185,8 +250,8 @@ def test_max_batches_takes_the_same_images_whatever_the_batch_size(runs, tmp_pat
     run = tmp_path / "erm"
     shutil.copytree(runs["erm"], run)
     kw = dict(metrics=["pointing_game", "energy_pointing_game"])
-    small = evaluate_run(run, batch_size=8, max_batches=2, **kw)
-    big = evaluate_run(run, batch_size=16, max_batches=1, overwrite=True, **kw)
+    small = evaluate_run(run, EvalConfig(batch_size=8, max_batches=2, **kw))
+    big = evaluate_run(run, EvalConfig(batch_size=16, max_batches=1, **kw), overwrite=True)
     for key, s in big["splits"].items():
         assert s["n"] == small["splits"][key]["n"] == min(16, s["n_total"])
         assert s["accuracy"] == small["splits"][key]["accuracy"]
@@ -202,10 +267,10 @@ def test_named_evaluation_against_the_cue_masks(runs, tiny_synth, tmp_path):
     main = _json(run / EVALUATION_FILE)
     loc = ["iou", "pointing_game", "energy_pointing_game"]
     kw = dict(batch_size=8, max_batches=1, metrics=loc)
-    cue = evaluate_run(run, masks=tiny_synth / "cues", name="cue", **kw)
+    cue = evaluate_run(run, EvalConfig(masks=tiny_synth / "cues", name="cue", **kw))
     assert (run / "evaluation-cue.json").is_file() and _json(run / EVALUATION_FILE) == main
     assert cue["config"]["masks"].endswith("cues") and main["config"]["masks"].endswith("masks")
-    obj = evaluate_run(run, masks=tiny_synth / "masks", name="object", **kw)
+    obj = evaluate_run(run, EvalConfig(masks=tiny_synth / "masks", name="object", **kw))
     for key, split in cue["splits"].items():
         n = split["n"]
         assert obj["splits"][key]["n"] == n  # the same images, scored against disjoint masks
@@ -218,17 +283,17 @@ def test_named_evaluation_against_the_cue_masks(runs, tiny_synth, tmp_path):
         assert (split["extras"]["masker_coverage"]["mean"]
                 != obj["splits"][key]["extras"]["masker_coverage"]["mean"])
     # The main file asked for with other masks is recomputed, not returned stale.
-    again = evaluate_run(run, masks=tiny_synth / "cues", **kw)
+    again = evaluate_run(run, EvalConfig(masks=tiny_synth / "cues", **kw))
     assert again["config"]["masks"].endswith("cues")
     with pytest.raises(ValueError, match="evaluation name"):
-        evaluate_run(run, name="../x")
+        evaluate_run(run, EvalConfig(name="../x"))
 
 
 def test_evaluate_errors_name_the_problem(runs, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         evaluate_run(tmp_path / "nowhere")
     with pytest.raises(KeyError, match="gradcam"):
-        evaluate_run(runs["erm"], explainer="lime")
+        evaluate_run(runs["erm"], EvalConfig(explainer="lime"))
     moved = tmp_path / "moved"
     shutil.copytree(runs["erm"], moved)
     cfg = _json(moved / "config.json")
@@ -284,6 +349,42 @@ def test_best_marking_direction_and_ties():
     assert md.startswith("# Results")
 
 
+def test_run_reader_accessors_and_errors_name_the_file(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(GOLDEN_RUNS[0], run)
+    files = RunFiles(run)
+    assert files.config()["algorithm"] == "align" and files.records() and not files.is_done()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{run}: no splits.json")):
+        files.splits()
+    (run / "config.json").write_text("{cut")
+    with pytest.raises(RunDirError, match=re.escape(f"{run / 'config.json'} is not valid JSON")):
+        files.config()
+    (run / "results.jsonl").write_text('{"step": 1}\n{cut\n')
+    with pytest.raises(RunDirError, match="results.jsonl:2"):
+        files.records()
+    ev = files.evaluation()
+    (run / EVALUATION_FILE).write_text(json.dumps({**ev, "version": 1}))
+    with pytest.raises(RunDirError, match="another version of align.*`align evaluate "):
+        files.evaluation()
+
+
+def test_one_aggregation_rule_and_one_table_writer():
+    from align.report.stats import format_mean_std, mean_std
+    from align.report.writers import csv_table, markdown_table
+
+    # One value: no std (None, the mean alone), in every table of the project.
+    assert mean_std([0.5]) == (0.5, None, 1) and format_mean_std(mean_std([0.5]), 100) == "50.0"
+    two = mean_std([0.1, 0.3])
+    assert two.std == pytest.approx(2 ** 0.5 / 10) and format_mean_std(two, 100) == "20.0 ± 14.1"
+    with pytest.raises(ValueError, match="no values"):
+        mean_std([])
+    assert markdown_table(["a", "b"], [["x|y\nz", 1]], right=[False, True]) == (
+        "| a | b |\n|---|---:|\n| x\\|y z | 1 |")
+    assert csv_table(["a", "b"], [['x,"y"', 1]]) == 'a,b\n"x,""y""",1\n'
+    with pytest.raises(ValueError, match="2 columns"):
+        markdown_table(["a", "b"], [[1]])
+
+
 # ------------------------------------------------------------------ report: grouping, errors
 def _record(algo, seed, **hp):
     cfg = {"algorithm": algo, "seed": seed, "steps": 10, "hparams": {"lr": 1e-3, **hp}}
@@ -315,16 +416,55 @@ def _local_refs(index: Path) -> list[str]:
     return re.findall(r'(?:href|src)="([^"]+)"', index.read_text())
 
 
-def test_report_of_golden_runs_skips_examples_and_links_only_existing_files(tmp_path):
+def test_report_of_golden_runs_has_every_figure_and_links_only_existing_files(tmp_path):
     index = make_report(GOLDEN_RUNS, tmp_path / "report")
     refs = _local_refs(index)
     assert refs and all((index.parent / r).is_file() for r in refs)
     assert not [r for r in refs if "://" in r or r.startswith("/")]
     text = index.read_text()
     assert "<script" not in text and "stylesheet" not in text
-    assert "examples figure" in text and "skipped" in text  # no checkpoints: said so
-    assert not list((tmp_path / "report" / "figures").glob("examples-*"))
-    assert list((tmp_path / "report" / "figures").glob("curves-*.pdf"))
+    # Changed with issue 9 (the report read checkpoints and ran Grad-CAM, so the golden runs,
+    # which have none, had no examples figure and the golden test did not cover it): the report
+    # now draws the examples from the examples.npz that `align evaluate` saved.
+    assert "skipped" not in text
+    figs = tmp_path / "report" / "figures"
+    assert {p.stem.split("-")[0] for p in figs.glob("*.png")} == {"examples", "curves", "training"}
+    assert list(figs.glob("curves-*.pdf")) and list(figs.glob("examples-*.pdf"))
+
+
+def test_examples_figure_is_drawn_from_the_saved_examples_only(tmp_path, monkeypatch):
+    """The report loads no network: with the model loader broken it still draws the examples,
+    one row per saved image (or `n_examples`), the same images for every method."""
+    import align.api
+
+    def no_network(*args, **kw):
+        raise AssertionError("the report loaded a network")
+
+    monkeypatch.setattr(align.api, "load_run", no_network)
+    shown = []
+    real = figures._examples_grid
+    monkeypatch.setattr(figures, "_examples_grid",
+                        lambda images, labels, columns: shown.append((images, labels, columns))
+                        or real(images, labels, columns))
+    make_report(GOLDEN_RUNS, tmp_path / "report", n_examples=4)
+    images, labels, columns = shown[0]
+    saved = RunFiles(GOLDEN / "runs" / "erm" / "seed0").examples()
+    assert images.shape[0] == len(labels) == 4 and list(labels) == list(saved.labels[:4])
+    assert [c[0] for c in columns] == ["erm\nGrad-CAM", "align\nGrad-CAM", "align\nmasker",
+                                       "ground truth"]
+
+
+def test_report_refuses_a_run_that_was_not_evaluated(tmp_path):
+    run = tmp_path / "erm"
+    shutil.copytree(GOLDEN_RUNS[0], run)
+    (run / EVALUATION_FILE).unlink()
+    with pytest.raises(RunDirError, match=re.escape(f"{run}: no evaluation.json") + ".*"
+                       + re.escape(f"`align evaluate {run}`")):
+        make_report([run], tmp_path / "report")
+    shutil.copy(GOLDEN_RUNS[0] / EVALUATION_FILE, run / EVALUATION_FILE)
+    (run / "examples.npz").write_bytes(b"not the file")  # e.g. a copy cut short
+    with pytest.raises(RunDirError, match="examples.npz is not the file evaluation.json records"):
+        make_report([run], tmp_path / "report")
 
 
 def test_report_of_trained_runs_has_every_figure(runs, tmp_path):

@@ -1,5 +1,6 @@
 """The mask-quality experiment end to end on the tiny benchmark (a few steps per run)."""
 
+import csv
 import json
 
 import pytest
@@ -12,12 +13,12 @@ from align.experiments.mask_quality import run_mask_quality
 @pytest.fixture
 def tiny_settings(monkeypatch):
     """Shrink the quickstart settings the experiment shares, for these tests only."""
-    from align import quickstart
+    from align.experiments import settings
 
-    monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, "image_size", 32)
-    monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, "batch_size", 4)
-    monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, "eval_every", 2)
-    monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, "num_workers", 0)
+    monkeypatch.setitem(settings.QUICKSTART_SETTINGS, "image_size", 32)
+    monkeypatch.setitem(settings.QUICKSTART_SETTINGS, "batch_size", 4)
+    monkeypatch.setitem(settings.QUICKSTART_SETTINGS, "eval_every", 2)
+    monkeypatch.setitem(settings.QUICKSTART_SETTINGS, "num_workers", 0)
 
 
 def test_mask_quality_experiment_writes_table_and_plot(tmp_path, tiny_synth, tiny_settings):
@@ -35,6 +36,8 @@ def test_mask_quality_experiment_writes_table_and_plot(tmp_path, tiny_synth, tin
     assert set(saved["result"]["ERM"]["paired"]) == {"ALIGN"}  # never paired with itself
     assert "paired vs ALIGN" in (tmp_path / "mask_quality_gradia.md").read_text()
     assert saved["result"]["ground truth"]["ood"]["n"] == 1
+    # One run has no spread: std null (issue 9: it was 0.0 here, None in the report's tables).
+    assert saved["result"]["ground truth"]["ood"]["std"] is None
     # the GRADIA runs were supervised with the degraded folder
     cfg = json.loads((tmp_path / "runs" / "gradia-dilate_0.7" / "test-texture" / "seed0" / "config.json").read_text())
     assert cfg["algorithm"] == "gradia" and cfg["masks"].endswith("dilate_0.7")
@@ -69,3 +72,28 @@ def test_paired_difference_known_answer():
     assert got["mean"] == pytest.approx(0.05 / 3)
     # squared deviations from the mean 1/60 sum to 0.065/3; sample std / sqrt(3) is the s.e.
     assert got["se"] == pytest.approx(((0.065 / 3) / 2) ** 0.5 / 3 ** 0.5)
+
+
+def test_outputs_quote_csv_cells_and_escape_markdown_cells(tmp_path):
+    """Regression (issue 9): the CSV was joined by hand, so a label holding a comma or a quote
+    shifted every later column; now the csv module quotes it (and Markdown escapes a `|`)."""
+    from align.experiments.mask_quality import write_outputs
+
+    label = 'ground truth, "exact" | v2'
+    result = {
+        label: {"algorithm": "gradia", "mask_iou": 1.0, "ood": {"mean": 0.5, "std": 0.02, "n": 2},
+                "per_run": {"texture/seed0": 0.5},
+                "paired": {"ERM": {"mean": 0.1, "se": 0.01, "higher": 2, "n": 2}}},
+        "ERM": {"algorithm": "erm", "mask_iou": None, "ood": {"mean": 0.4, "std": 0.01, "n": 2},
+                "per_run": {"texture/seed0": 0.4}, "paired": {}},
+    }
+    write_outputs(tmp_path, result, "gradia", ["texture"], [0])
+    with (tmp_path / "mask_quality_gradia.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["guidance"] for r in rows] == [label, "ERM"]
+    assert rows[0]["ood_std"] == "0.020000" and rows[0]["vs_erm_mean"] == "0.100000"
+    assert rows[0]["vs_align_mean"] == "" and rows[1]["ood_std"] == "0.010000"
+    md = (tmp_path / "mask_quality_gradia.md").read_text().splitlines()
+    assert md[2].startswith(
+        '| ground truth, "exact" \\| v2 | gradia | 1.000 | 50.0 ± 2.0 | +10.0 (s.e. 1.0')
+    assert md[3].startswith("| ERM | erm | - | 40.0 ± 1.0 |")

@@ -24,7 +24,7 @@ def tiny_regimes(monkeypatch):
     2-image batches: the whole pipeline in seconds."""
     import align.pretrain as pretrain
     import align.regimes as regimes
-    from align import quickstart
+    from align.experiments import settings
     from align.pretrain import PretrainConfig
 
     from conftest import TINY
@@ -36,7 +36,7 @@ def tiny_regimes(monkeypatch):
                         lambda *a, **kw: original(*a, **{**kw, "config": tiny}))
     for key, value in (("image_size", 32), ("batch_size", 4), ("eval_every", 2),
                        ("num_workers", 0)):
-        monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, key, value)
+        monkeypatch.setitem(settings.QUICKSTART_SETTINGS, key, value)
 
 
 def test_run_regimes_trains_each_regime_and_writes_one_table(tiny_regimes, tmp_path):

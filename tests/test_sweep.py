@@ -27,6 +27,17 @@ def test_aggregate_mean_and_std_over_seeds():
     assert f"{100 * mean:.1f} ± {100 * std:.1f}" in table
 
 
+def test_one_seed_has_no_std_and_the_results_are_strict_json():
+    """Regression (issue 9): one seed gave std 0.0 here ("25.6 ± 0.0", a spread the run cannot
+    show) but no std in the report's tables; and a method without masker scores wrote NaN,
+    which is not JSON. Now one rule (`report.stats.mean_std`): std None, shown as the mean."""
+    agg = aggregate([GOLDEN / "erm" / "seed0"])
+    mean, std, n = agg["erm"]["texture"]["ood"]
+    assert n == 1 and std is None and agg["erm"]["avg"]["ood"].std is None
+    assert f"| {100 * mean:.1f} | {100 * mean:.1f} |" in markdown_table(agg)
+    json.dumps(agg, allow_nan=False)  # no NaN anywhere (ERM has no masker IoU)
+
+
 def test_synthetic_configs_cover_the_grid_and_refuse_unknown_domains(tiny_synth, tmp_path):
     cfgs = synthetic_configs(tmp_path, tiny_synth, ["erm", "align"], [0, 1], steps=3)
     assert len(cfgs) == 2 * 4 * 2
@@ -64,11 +75,11 @@ def test_overrides_and_shards_are_parsed_with_clear_errors():
 def test_sharded_sweep_with_a_variant_then_one_table(tiny_synth, tmp_path, monkeypatch):
     import shutil
 
-    from align import quickstart
+    from align.experiments import settings
     from align.sweep import run_synthetic_benchmark
 
     for key, value in (("image_size", 32), ("batch_size", 4), ("eval_every", 2), ("num_workers", 0)):
-        monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, key, value)
+        monkeypatch.setitem(settings.QUICKSTART_SETTINGS, key, value)
     out = tmp_path / "bench"
     shutil.copytree(tiny_synth, out / "data")  # seed 0, current version: used as is
     kw = dict(algorithms=["erm"], seeds=[0, 1], steps=2, test_domains=["texture", "photo"],

@@ -15,7 +15,6 @@ Example (a notebook)::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,8 +24,8 @@ import torch
 from . import io
 from .algorithms import Algorithm, build_algorithm
 from .config import TrainConfig, make_config
+from .rundir import RunFiles
 from .training.loop import Progress, Trainer
-from .training.rundir import RunDir
 
 
 def train(config: TrainConfig | None = None, *, config_file: str | None = None,
@@ -92,11 +91,13 @@ class Run:
 
     @property
     def results(self) -> list[dict]:
-        return io.read_jsonl(self.path / "results.jsonl")
+        """results.jsonl: one record per evaluation during training."""
+        return RunFiles(self.path).records()
 
     @property
     def summary(self) -> dict:
-        return json.loads((self.path / "summary.json").read_text())
+        """summary.json: the selected checkpoints and their accuracies."""
+        return RunFiles(self.path).summary()
 
 
 def overlay(x: torch.Tensor, maps: torch.Tensor, alpha: float = 0.5) -> "np.ndarray":
@@ -117,15 +118,11 @@ def overlay(x: torch.Tensor, maps: torch.Tensor, alpha: float = 0.5) -> "np.ndar
 
 def load_run(path: str | Path, checkpoint: str = "best", device: str = "cpu") -> Run:
     """Load a run directory's networks from `checkpoint` ("best" or "last")."""
-    rd = RunDir(path)
-    if checkpoint not in ("best", "last"):
-        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    cfg = rd.read_json("config.json")
-    dataset = rd.read_json("dataset.json")
-    protocol = rd.read_json("protocol.json")
-    ckpt_path = rd.best_ckpt if checkpoint == "best" else rd.last_ckpt
+    files = RunFiles(path)
+    ckpt_path = files.checkpoint(checkpoint)
+    cfg, dataset, protocol = files.config(), files.dataset(), files.protocol()
     if not ckpt_path.exists():
-        raise FileNotFoundError(f"{ckpt_path} not found: has {rd.path} been trained?")
+        raise FileNotFoundError(f"{ckpt_path} not found: has {files.path} been trained?")
     algo = build_algorithm(
         cfg["algorithm"], backbone=cfg["backbone"], num_classes=len(dataset["classes"]),
         num_domains=len(protocol["train_domains"]), hparams=cfg["hparams"],

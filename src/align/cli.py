@@ -298,7 +298,7 @@ def evaluate(
     from rich.table import Table
 
     from .data.folder import DataError
-    from .evaluate import evaluate_run, evaluation_files
+    from .evaluate import EvalConfig, evaluate_run, evaluation_files
     from .metrics import METRICS
     from .ui import eval_progress_bar
 
@@ -309,14 +309,11 @@ def evaluate(
         for metric in metrics or []:
             METRICS.get(metric)
         out_name = evaluation_files(preset if name is None else name)[0]
-        if checkpoint not in ("best", "last"):
-            raise ValueError(f"--checkpoint must be best or last, got {checkpoint!r}")
+        config = EvalConfig(checkpoint=checkpoint, explainer=explainer, substrate=substrate,
+                            max_batches=max_batches, batch_size=batch_size, device=device,
+                            data=data, masks=masks, metrics=metrics, name=name, preset=preset)
         with eval_progress_bar(f"evaluate {run_dir}", console) as prog:
-            record = evaluate_run(run_dir, checkpoint=checkpoint, explainer=explainer,
-                                  substrate=substrate, max_batches=max_batches,
-                                  batch_size=batch_size, device=device, progress=prog,
-                                  data=data, masks=masks, overwrite=overwrite,
-                                  metrics=metrics, name=name, preset=preset)
+            record = evaluate_run(run_dir, config, overwrite=overwrite, progress=prog)
     except (ValueError, KeyError, FileNotFoundError, DataError) as e:
         _fail(e)
     splits = record["splits"]
@@ -334,7 +331,7 @@ def evaluate(
     for name, vals in rows.items():
         table.add_row(name, *("-" if v is None else f"{v:.3f}" for v in vals))
     console.print(table)
-    console.print(f"wrote {Path(run_dir) / out_name}")
+    console.print(f"wrote {Path(run_dir) / out_name}", soft_wrap=True)  # a path, never broken
 
 
 @app.command()
@@ -357,7 +354,7 @@ def report(
     out: Annotated[Path, typer.Option(help="Report folder (tables, figures, index.html).")] = Path("report"),
 ) -> None:
     """Tables (Markdown, CSV, LaTeX), figures and index.html over run directories (mean ± std
-    over seeds); uses each run's evaluation.json when present."""
+    over seeds), from the files `align train` and `align evaluate` wrote (evaluate runs first)."""
     from .report.build import make_report
     from .report.collect import RunDirError, find_run_dirs
 

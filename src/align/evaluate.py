@@ -1,6 +1,11 @@
 """Evaluate a trained run: accuracy and every explanation metric on each test split.
 
-    evaluate_run("runs/align")  ->  writes runs/align/evaluation.json, returns its content
+    evaluate_run("runs/align")                             ->  runs/align/evaluation.json
+    evaluate_run("runs/align", EvalConfig(max_batches=1))  ->  the same on 1 batch per split
+
+Everything the evaluation depends on is one `EvalConfig` (`align.evaluation_presets`), stored
+resolved as evaluation.json's `config`: the preset applied, `metrics` the names evaluated,
+`data`/`masks` the roots used, plus the checkpoint's `step` and the sample order's `order_seed`.
 
 What is evaluated (protocol.json decides):
 
@@ -27,21 +32,25 @@ min-max normalised; or a Captum explainer by name. The faithfulness metrics trac
 of the predicted class. `explain_class="label"` explains the ground-truth label instead (the
 metrics still track the prediction), as DRE's insertion AUC does.
 
-Sample order: each split is visited in a fixed seeded permutation (`ORDER_SEED`), so `max_batches`
-takes a class-balanced-in-expectation subset (the samples are stored sorted by class) and a smaller
-`max_batches` evaluates a prefix of a larger one.
+Examples: the first split's example images, with the maps scored on them, go to `examples.npz`
+beside evaluation.json, which records it (`align.evaluation_examples`); the report draws its
+figures from these files only.
 
-Resumable: after each split the results so far go to `evaluation.partial.json` (atomically); a
-restart with the same evaluation config (checkpoint step included) skips the finished splits, a
-restart with another config starts over. `evaluation.json` is written last and the partial file
+Sample order and scoring: `align.evaluation_scores`.
+
+Resumable: after each split the results so far go to `evaluation.partial.json` (atomically, the
+examples to `examples.partial.npz`); a restart with the same evaluation config (checkpoint step
+included; `device` and `data` may differ) skips the finished splits, a restart with another config
+starts over. The examples file, then `evaluation.json`, are written last and the partial files
 removed. An existing `evaluation.json` with the same config is returned as is (`overwrite=True`
-recomputes); the config includes the mask root, so scoring against other masks recomputes.
+recomputes); the config includes the mask root, so scoring against other masks recomputes. A
+stored config that lacks a key (written before the field existed) counts as its default.
 
-Named evaluations: `name="cue"` writes `evaluation-cue.json` instead, beside the main one. That is
-how the same run is scored against several mask sets, e.g. the synthetic benchmark's cue masks
-(`evaluate_run(run, masks="data/cues", name="cue", metrics=[...localisation...])`): localisation
-against the cue measures how much an explanation rests on the shortcut. `align report` reads only
-`evaluation.json`.
+Named evaluations: `name="cue"` writes `evaluation-cue.json` (and `examples-cue.npz`) instead,
+beside the main one. That is how the same run is scored against several mask sets, e.g. the
+synthetic benchmark's cue masks (`EvalConfig(masks="data/cues", name="cue", metrics=[...])`):
+localisation against the cue measures how much an explanation rests on the shortcut. `align
+report` reads only `evaluation.json`.
 
 Presets (`align.evaluation_presets.PRESETS`): `preset="dre_auc"` fixes the explainer, substrate,
 metrics, their parameters and the explained class to reproduce a published protocol (here DRE's
@@ -51,190 +60,120 @@ insertion AUC) and writes `evaluation-dre_auc.json` (`name` defaults to the pres
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
-import re
-import time
+import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import numpy as np
-import torch
+from typing import Sequence
 
 from . import __version__, io
-from .evaluation_presets import EvalSettings, build_metrics, json_metric_params, resolve_settings
-from .training.rundir import RunDir
+from .evaluation_examples import intact
+from .evaluation_presets import EvalConfig, build_metrics, json_metric_params, resolve_settings
+from .evaluation_scores import ORDER_SEED, ProgressFn, score_splits
+from .rundir import (EVALUATION_FILE, EVALUATION_FORMAT, EVALUATION_VERSION, PARTIAL_FILE,
+                     RunFiles, evaluation_files)
+
+__all__ = ["EVALUATION_FILE", "PARTIAL_FILE", "EvalConfig", "evaluate_run", "evaluation_files",
+           "rebuild_folder"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "align-evaluation"
-VERSION = 1
-EVALUATION_FILE = "evaluation.json"
-PARTIAL_FILE = "evaluation.partial.json"
-#: Seed of the per-split sample order (see the module docstring).
-ORDER_SEED = 0
-#: Evaluation-config keys that may differ between a partial evaluation and its resumption.
-RESUMABLE_KEYS = {"device"}
-#: Values of config keys that older evaluation files do not have (they were made with these).
-CONFIG_DEFAULTS = {"explain_class": "prediction", "metric_params": {}, "preset": None}
-
-#: progress(split_key, batches_done, batches_total), called after every batch (totals over all
-#: splits; a resumed split counts as done at once).
-ProgressFn = Callable[[str, int, int], None]
+#: Evaluation-config keys that may differ between a partial evaluation and its resumption: where
+#: the computation runs, and where the (same) images are found.
+RESUMABLE_KEYS = {"device", "data"}
 
 
-def evaluation_files(name: str | None = None) -> tuple[str, str]:
-    """(final, partial) file names of an evaluation: `evaluation.json` or `evaluation-<name>.json`."""
-    if name is None:
-        return EVALUATION_FILE, PARTIAL_FILE
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        raise ValueError(f"evaluation name must be letters, digits, '-' or '_'; got {name!r}")
-    return f"evaluation-{name}.json", f"evaluation-{name}.partial.json"
-
-
-def eval_splits(protocol: dict) -> list[tuple[str, str]]:
-    """[(split key, role)] evaluated for a run's protocol.json (see the module docstring)."""
-    test_role = "in_domain" if protocol["name"] == "in_distribution" else "ood"
-    out = [(k, test_role) for k in protocol["test_keys"]]
-    if protocol["name"] != "in_distribution":
-        out += [(k, "in_domain") for k in protocol["val_keys"]]
-    return out
-
-
-def _split_key(key: str) -> tuple[str, str]:
-    domain, split = key.rsplit("_", 1)
-    return domain, split
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    *,
-    checkpoint: str = "best",
-    explainer: str = "gradcam",
-    substrate: str = "blur",
-    metrics: Sequence[str] | None = None,
-    max_batches: int | None = None,
-    batch_size: int = 64,
-    device: str = "cpu",
-    progress: ProgressFn | None = None,
-    data: str | Path | None = None,
-    masks: str | Path | None = None,
-    overwrite: bool = False,
-    name: str | None = None,
-    explain_class: str = "prediction",
-    metric_params: dict[str, dict[str, Any]] | None = None,
-    preset: str | None = None,
-) -> dict:
-    """Evaluate `run_dir`'s `checkpoint` on its test splits; write and return evaluation.json.
+def evaluate_run(run_dir: str | Path, config: EvalConfig = EvalConfig(), *,
+                 overwrite: bool = False, progress: ProgressFn | None = None) -> dict:
+    """Evaluate `run_dir` as `config` says; write and return evaluation.json (or its named file).
 
     Args:
         run_dir: a run directory (see `align.training.rundir`).
-        checkpoint: "best" (chosen by the run's `selection`) or "last".
-        explainer: a name in `align.metrics.EXPLAINERS` ("gradcam", "input_gradient",
-            "integrated_gradients").
-        substrate: what removed pixels become in the faithfulness metrics ("blur", "mean", "zero").
-        metrics: names in `METRICS`; None = all (localisation ones only when the run has masks).
-        max_batches: at most this many batches per split (None: the whole split).
-        batch_size: images per batch (every metric runs on the whole batch at once).
-        device: "cpu", "cuda", ...
-        progress: see `ProgressFn`.
-        data, masks: image / mask roots when they moved since training (default: config.json's,
-            else dataset.json's resolved paths).
-        overwrite: recompute even if evaluation.json exists with the same config.
-        name: write `evaluation-<name>.json` instead of `evaluation.json` (e.g. scores against
-            another mask root, kept beside the main evaluation); default: the preset's name.
-        explain_class: "prediction" (default) or "label": the class the explainer explains.
-            The faithfulness metrics track the prediction either way.
-        metric_params: {metric: {keyword: value}} passed to the metrics' constructors, e.g.
-            {"insertion": {"n_steps": 28}}; each name must be among the metrics evaluated.
-        preset: a name in `align.evaluation_presets.PRESETS` (e.g. "dre_auc"): fixes explainer,
-            substrate, metrics, metric_params and explain_class, which must then be left out.
+        config: what to evaluate and how (`EvalConfig`; its defaults: the main evaluation).
+        overwrite: recompute even if the evaluation file exists with the same config.
+        progress: see `align.evaluation_scores.ProgressFn`.
     Returns:
-        The evaluation record: {"format", "version", "config", "run", "splits": {key: {...}}}.
+        The evaluation record: {"format", "version", "align_version", "config", "run",
+        "skipped_metrics", "examples", "splits": {key: {...}}}.
     """
     from .api import load_run
     from .metrics import EXPLAINERS, METRICS, SUBSTRATES
 
-    rd = RunDir(run_dir)
-    settings = resolve_settings(preset, EvalSettings(
-        explainer=explainer, substrate=substrate, metrics=metrics, explain_class=explain_class,
-        metric_params=metric_params))
-    explainer, substrate, metrics = settings.explainer, settings.substrate, settings.metrics
-    final_name, partial_name = evaluation_files(preset if name is None else name)
-    EXPLAINERS.get(explainer)  # a KeyError that names the choices, before any work
-    SUBSTRATES.get(substrate)
-    if max_batches is not None and max_batches < 1:
-        raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    cfg, protocol = rd.read_json("config.json"), rd.read_json("protocol.json")
-    run = load_run(rd.path, checkpoint=checkpoint, device=device)
-    folder = rebuild_folder(rd, cfg, data, masks)
-    names = _metric_names(metrics, METRICS, has_masks=folder.masks_root is not None)
-    params = json_metric_params(settings.metric_params)
-    build_metrics(names, substrate, params)  # bad parameters fail here, before any work
-    config = {
-        "checkpoint": checkpoint, "step": run.step, "explainer": explainer,
-        "substrate": substrate, "metrics": names, "max_batches": max_batches,
-        "batch_size": batch_size, "order_seed": ORDER_SEED, "device": device,
-        "masks": None if folder.masks_root is None else str(Path(folder.masks_root).resolve()),
-        "explain_class": settings.explain_class, "metric_params": params, "preset": preset,
-    }
-    final, partial = rd / final_name, rd / partial_name
+    files = RunFiles(run_dir)
+    config = resolve_settings(config.preset, config)
+    config = dataclasses.replace(config, name=config.preset if config.name is None else config.name)
+    names = evaluation_files(config.name)
+    EXPLAINERS.get(config.explainer)  # a KeyError that names the choices, before any work
+    SUBSTRATES.get(config.substrate)
+    cfg, protocol = files.config(), files.protocol()
+    run = load_run(files.path, checkpoint=config.checkpoint, device=config.device)
+    folder = rebuild_folder(files, cfg, config.data, config.masks)
+    metrics = _metric_names(config.metrics, METRICS, has_masks=folder.masks_root is not None)
+    params = json_metric_params(config.metric_params)
+    build_metrics(metrics, config.substrate, params)  # bad parameters fail here, before any work
+    resolved = dataclasses.replace(
+        config, metrics=metrics, metric_params=params or None,
+        data=str(Path(folder.root).resolve()),
+        masks=None if folder.masks_root is None else str(Path(folder.masks_root).resolve()))
+    stored = {**resolved.to_json(), "step": run.step, "order_seed": ORDER_SEED}
+    final, partial = files / names.json, files / names.partial
     if final.is_file() and not overwrite:
-        old = _read_json(final)
+        try:
+            old = io.read_json(final)
+        except ValueError as e:
+            raise ValueError(f"{e}; `overwrite` (--overwrite) recomputes it") from None
         # A file of another format version is recomputed, never read as if it were current.
-        if _current(old) and _same_config(old.get("config", {}), config):
+        if _current(old) and _same_config(old.get("config", {}), stored):
             return old
-    done = {} if overwrite else _resume(partial, config)
+    done, examples = ({}, None) if overwrite else _resume(partial, files / names.partial_examples,
+                                                          stored)
     record = {
-        "format": FORMAT, "version": VERSION, "align_version": __version__,
-        "config": config,
+        "format": EVALUATION_FORMAT, "version": EVALUATION_VERSION, "align_version": __version__,
+        "config": stored,
         "run": {"algorithm": cfg["algorithm"], "protocol": protocol["name"],
                 "seed": cfg["seed"], "classes": run.classes},
-        "skipped_metrics": [n for n in (metrics or METRICS.names()) if n not in names],
+        "skipped_metrics": [n for n in (config.metrics or METRICS.names()) if n not in metrics],
+        "examples": examples,
         "splits": done,
     }
-    _evaluate_splits(rd, run, folder, cfg, protocol, record, names, progress, partial)
+    score_splits(files, run, folder, cfg, protocol, record, metrics, progress,
+                 (partial, files / names.partial_examples, names.examples))
+    if record["examples"] is not None:
+        os.replace(files / names.partial_examples, files / names.examples)
     io.write_json(final, record)
     partial.unlink(missing_ok=True)
+    (files / names.partial_examples).unlink(missing_ok=True)  # a stale one (n_examples=0 now)
     return record
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg}); delete it to re-evaluate") from None
-
-
 def _same_config(old: dict, new: dict) -> bool:
+    defaults = EvalConfig().to_json()
     keys = (set(old) | set(new)) - RESUMABLE_KEYS
-    return all(old.get(k, CONFIG_DEFAULTS.get(k)) == new.get(k, CONFIG_DEFAULTS.get(k))
-               for k in keys)
+    return all(old.get(k, defaults.get(k)) == new.get(k, defaults.get(k)) for k in keys)
 
 
 def _current(record: dict) -> bool:
     """Whether an evaluation record was written in this format and version."""
-    return record.get("format") == FORMAT and record.get("version") == VERSION
+    return record.get("format") == EVALUATION_FORMAT and record.get("version") == EVALUATION_VERSION
 
 
-def _resume(partial: Path, config: dict) -> dict:
-    """Finished splits of a partial evaluation with the same config and version, else {}.
+def _resume(partial: Path, partial_examples: Path, config: dict) -> tuple[dict, dict | None]:
+    """(finished splits, examples entry) of a partial evaluation with the same config and
+    version, else ({}, None); an examples entry whose file is gone or another is dropped (its
+    split is then scored again).
 
     The partial file is this module's own scratch record: one that cannot be read (cut short by
     a kill or a full disk) is started over, not an error."""
     if not partial.is_file():
-        return {}
+        return {}, None
     try:
-        old = _read_json(partial)
+        old = io.read_json(partial)
     except ValueError as e:
         log.warning("%s; starting the evaluation over", e)
-        return {}
+        return {}, None
     if not _current(old) or not _same_config(old.get("config", {}), config):
-        return {}  # another version, checkpoint, explainer, ...: nothing in it is reusable
-    return dict(old.get("splits", {}))
+        return {}, None  # another version, checkpoint, explainer, ...: nothing in it is reusable
+    examples = old.get("examples")
+    return dict(old.get("splits", {})), examples if intact(partial_examples, examples) else None
 
 
 def _metric_names(metrics: Sequence[str] | None, registry, has_masks: bool) -> list[str]:
@@ -247,7 +186,7 @@ def _metric_names(metrics: Sequence[str] | None, registry, has_masks: bool) -> l
     return names
 
 
-def rebuild_folder(rd: RunDir, cfg: dict, data, masks):
+def rebuild_folder(files: RunFiles, cfg: dict, data, masks):
     """The run's DomainFolder: same roots, domains and (skipped) images as in training.
 
     Images are not decoded here (fast); images that training skipped as unreadable (recorded in
@@ -255,12 +194,12 @@ def rebuild_folder(rd: RunDir, cfg: dict, data, masks):
     """
     from .data.folder import scan_domainbed
 
-    recorded = rd.read_json("dataset.json")
-    root = _existing(data, cfg["data"], recorded["root"], what="image root", rd=rd)
+    recorded = files.dataset()
+    root = _existing(data, cfg["data"], recorded["root"], what="image root", files=files)
     mask_root = None
     if masks is not None or cfg.get("masks") is not None:
         mask_root = _existing(masks, cfg.get("masks"), recorded.get("masks_root"),
-                              what="mask root", rd=rd)
+                              what="mask root", files=files)
     folder = scan_domainbed(root, masks_root=mask_root, preset=cfg.get("dataset"),
                             domains=cfg.get("domains"), verify_images=False)
     skipped = set(recorded.get("skipped", []))
@@ -271,133 +210,13 @@ def rebuild_folder(rd: RunDir, cfg: dict, data, masks):
     return folder
 
 
-def _existing(override, configured, recorded, *, what: str, rd: RunDir) -> Path:
+def _existing(override, configured, recorded, *, what: str, files: RunFiles) -> Path:
     candidates = [override] if override is not None else [configured, recorded]
     for c in candidates:
         if c is not None and Path(c).is_dir():
             return Path(c)
     tried = ", ".join(str(c) for c in candidates if c is not None)
     raise FileNotFoundError(
-        f"{rd.path}: the {what} of this run is not found (tried {tried}); pass its new location "
-        "(--data / --masks)"
+        f"{files.path}: the {what} of this run is not found (tried {tried}); pass its new "
+        "location (--data / --masks)"
     )
-
-
-def _split_order(indices: list[int]) -> list[int]:
-    perm = np.random.RandomState(ORDER_SEED).permutation(len(indices))
-    return [indices[i] for i in perm]
-
-
-def _evaluate_splits(rd, run, folder, cfg, protocol, record, names, progress, partial) -> None:
-    from .data.dataset import ImageDataset
-    from .data.loaders import make_eval_loader
-    from .data.splits import splits_from_record
-    from .data.transforms import build_transform
-
-    config = record["config"]
-    splits = splits_from_record(folder, rd.read_json("splits.json"), source=str(rd / "splits.json"))
-    dataset = ImageDataset(folder, build_transform(cfg["image_size"], train=False),
-                           with_masks=folder.masks_root is not None)
-    bs, cap = config["batch_size"], config["max_batches"]
-    plan = []
-    for key, role in eval_splits(protocol):
-        domain, split = _split_key(key)
-        indices = _split_order(splits[domain][split])
-        n_batches = math.ceil(len(indices) / bs)
-        plan.append((key, role, indices, n_batches if cap is None else min(cap, n_batches)))
-    total = sum(p[3] for p in plan)
-    metrics = build_metrics(names, config["substrate"], config["metric_params"])
-    done_batches = 0
-    for key, role, indices, n_batches in plan:
-        if key in record["splits"]:  # finished before an interruption
-            done_batches += n_batches
-            if progress:
-                progress(key, done_batches, total)
-            continue
-        loader = make_eval_loader(dataset, indices[: n_batches * bs], bs, num_workers=0)
-        t0 = time.time()
-        acc = _SplitAccumulator()
-        for raw in loader:
-            acc.add(*_score_batch(run, raw, config, metrics))
-            done_batches += 1
-            if progress:
-                progress(key, done_batches, total)
-        domain, split = _split_key(key)
-        record["splits"][key] = {
-            "domain": domain, "split": split, "role": role, "n_total": len(indices),
-            **acc.result(names), "seconds": round(time.time() - t0, 3),
-        }
-        io.write_json(partial, record)
-
-
-def _score_batch(run, raw: dict, config: dict, metrics: dict):
-    """Correct predictions [B], {metric: MetricResult}, {eval term: values [B]} for one batch."""
-    from .metrics import explain
-
-    dev = next(run.algorithm.parameters()).device
-    model = run.algorithm.classifier
-    x = raw["x"].to(dev)
-    mask = raw.get("mask")
-    mask = None if mask is None else mask.to(dev)
-    with torch.no_grad():
-        pred = run.algorithm.predict(x).argmax(1)
-    explained = pred if config["explain_class"] == "prediction" else raw["y"].to(dev)
-    saliency = explain(config["explainer"], model, x, target=explained)
-    results = {}
-    for name, metric in metrics.items():
-        # The tracked class is the prediction whatever is explained (DRE tracks the argmax too).
-        results[name] = metric(model=model, x=x, saliency=saliency, target=pred, gt_mask=mask)
-    with torch.no_grad():
-        extra = run.algorithm.eval_terms(x, mask)
-    return (pred.cpu() == raw["y"]), results, extra
-
-
-class _SplitAccumulator:
-    """Pools per-sample values over the batches of one split."""
-
-    def __init__(self) -> None:
-        self.correct: list[torch.Tensor] = []
-        self.values: dict[str, list[torch.Tensor]] = {}
-        self.curves: dict[str, list[torch.Tensor]] = {}
-        self.fractions: dict[str, list[float]] = {}
-        self.extra: dict[str, list[torch.Tensor]] = {}
-
-    def add(self, correct, results, extra) -> None:
-        self.correct.append(correct)
-        for name, r in results.items():
-            self.values.setdefault(name, []).append(r.values.detach().double().cpu())
-            if r.curves is not None:
-                self.curves.setdefault(name, []).append(r.curves.detach().double().cpu())
-                self.fractions[name] = list(r.fractions)
-        for name, v in extra.items():
-            self.extra.setdefault(name, []).append(v.detach().double().cpu())
-
-    def result(self, names: list[str]) -> dict[str, Any]:
-        from .metrics import METRICS, aggregate
-
-        correct = torch.cat(self.correct)
-        out: dict[str, Any] = {"n": int(correct.numel()), "accuracy": float(correct.double().mean())}
-        out["metrics"] = {}
-        for name in names:
-            a = aggregate(self.values[name])
-            meta = METRICS.get(name)
-            out["metrics"][name] = {"mean": _num(a.mean), "n_valid": a.n_valid,
-                                    "n_excluded": a.n_excluded, "direction": meta.direction,
-                                    "category": meta.category}
-        out["curves"] = {}
-        for name, parts in self.curves.items():
-            c = torch.cat(parts)
-            ok = ~torch.isnan(c).any(dim=1)
-            out["curves"][name] = {"fractions": self.fractions[name],
-                                   "mean": [float(v) for v in c[ok].mean(dim=0)]}
-        out["extras"] = {}
-        for name, parts in self.extra.items():
-            a = aggregate(parts)
-            out["extras"][name] = {"mean": _num(a.mean), "n_valid": a.n_valid,
-                                   "n_excluded": a.n_excluded}
-        return out
-
-
-def _num(v: float) -> float | None:
-    """JSON has no NaN: an undefined mean (no valid sample) is null."""
-    return None if math.isnan(v) else v

@@ -1,11 +1,12 @@
-"""Evaluation settings and named presets that fix them to reproduce a published protocol.
+"""The evaluation config, and named presets that fix part of it to reproduce a published protocol.
 
-    evaluate_run(run, preset="dre_auc")   ->  run/evaluation-dre_auc.json
+    evaluate_run(run, EvalConfig(preset="dre_auc"))   ->  run/evaluation-dre_auc.json
 
-`EvalSettings` holds what an evaluation explains and how it scores it; its field defaults are the
-defaults of `evaluate_run` (the main `evaluation.json`). A preset is a named `EvalSettings` with its
-source. With a preset the settings it fixes cannot also be given: the file it writes then always
-means the protocol it names.
+`EvalSettings` holds what an evaluation explains and how it scores it; `EvalConfig` adds which
+checkpoint, how many images, where, and under which name: everything `evaluate_run` depends on,
+stored (resolved) as evaluation.json's `config`. Field defaults are those of the main
+`evaluation.json`. A preset is a named `EvalSettings` with its source. With a preset the settings
+it fixes cannot also be given: the file it writes then always means the protocol it names.
 
 Presets:
 
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .registry import Registry
+from .rundir import evaluation_files
 
 __all__ = [
-    "EXPLAIN_CLASSES", "EvalPreset", "EvalSettings", "PRESETS", "build_metrics",
+    "EXPLAIN_CLASSES", "EvalConfig", "EvalPreset", "EvalSettings", "PRESETS", "build_metrics",
     "json_metric_params", "resolve_settings",
 ]
 
@@ -57,6 +60,58 @@ class EvalSettings:
             raise ValueError(
                 f"explain_class must be one of {EXPLAIN_CLASSES}, got {self.explain_class!r}"
             )
+        if self.metrics is not None:  # a tuple: the config is frozen and compared by value
+            object.__setattr__(self, "metrics", tuple(self.metrics))
+
+
+@dataclass(frozen=True)
+class EvalConfig(EvalSettings):
+    """Everything an evaluation depends on: the `EvalSettings` fields (what is explained and
+    scored) and these.
+
+    Attributes:
+        checkpoint: "best" (chosen by the run's `selection`) or "last".
+        max_batches: at most this many batches per split (None: the whole split).
+        batch_size: images per batch (every metric runs on the whole batch at once).
+        device: "cpu", "cuda", ... (may change when an evaluation resumes).
+        data, masks: image / mask roots when they moved since training (default: config.json's,
+            else dataset.json's resolved paths). Another mask root is another evaluation.
+        name: write `evaluation-<name>.json` instead of `evaluation.json` (e.g. scores against
+            another mask root, kept beside the main evaluation); default: the preset's name.
+        preset: a name in `PRESETS` (e.g. "dre_auc"): fixes every `EvalSettings` field, which
+            must then be left at its default.
+        n_examples: example images saved for the report's figures (examples.npz), from the
+            first evaluated split; 0 saves none.
+    """
+
+    checkpoint: str = "best"
+    max_batches: int | None = None
+    batch_size: int = 64
+    device: str = "cpu"
+    data: str | None = None
+    masks: str | None = None
+    name: str | None = None
+    preset: str | None = None
+    n_examples: int = 6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.checkpoint not in ("best", "last"):
+            raise ValueError(f"checkpoint must be 'best' or 'last', got {self.checkpoint!r}")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ValueError(f"max_batches must be >= 1 or None, got {self.max_batches}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.n_examples < 0:
+            raise ValueError(f"n_examples must be >= 0, got {self.n_examples}")
+        evaluation_files(self.name)  # a ValueError for a name that is not a plain file name
+        for key in ("data", "masks"):  # paths as text: the config is stored as JSON
+            if isinstance(getattr(self, key), os.PathLike):
+                object.__setattr__(self, key, os.fspath(getattr(self, key)))
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as plain JSON data (tuples as lists), as evaluation.json stores it."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 @dataclass(frozen=True)
@@ -107,7 +162,8 @@ _register(EvalPreset(
 
 
 def resolve_settings(preset: str | None, given: EvalSettings) -> EvalSettings:
-    """The settings an evaluation runs with: `given`, or the preset's when one is named.
+    """The settings an evaluation runs with: `given`, or `given` with every `EvalSettings` field
+    set to the preset's when one is named (an `EvalConfig` stays one).
 
     Raises:
         KeyError: an unknown preset (the message lists the choices).
@@ -122,7 +178,8 @@ def resolve_settings(preset: str | None, given: EvalSettings) -> EvalSettings:
         raise ValueError(
             f"preset {preset!r} fixes {', '.join(changed)}; leave them out or drop the preset"
         )
-    return chosen.settings
+    return dataclasses.replace(given, **{f.name: getattr(chosen.settings, f.name)
+                                         for f in dataclasses.fields(EvalSettings)})
 
 
 def json_metric_params(params) -> dict[str, dict[str, Any]]:

@@ -28,7 +28,7 @@ from torch import nn
 from . import __version__
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .data.upstream import UpstreamConfig, render_upstream_set
-from .io import save_checkpoint, write_json
+from .io import read_json, save_checkpoint, write_json
 
 #: Bump whenever the same settings would give different weights.
 PRETRAIN_VERSION = 1
@@ -96,7 +96,7 @@ def is_finished(weights: str | os.PathLike) -> bool:
     record = weights.with_suffix(".json")
     if not (weights.is_file() and record.is_file()):
         return False
-    return json.loads(record.read_text()).get("weights_sha256") == _sha256(weights)
+    return read_json(record).get("weights_sha256") == _sha256(weights)
 
 
 def _check_args(out_dir: str | os.PathLike, backbone: str, image_size: object, seed: object) -> Path:

@@ -14,7 +14,6 @@ a pure function of the run directories.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from pathlib import Path
@@ -23,7 +22,10 @@ from rich.console import Console
 
 from . import io
 from .config import TrainConfig
-from .quickstart import QUICKSTART_SETTINGS, ensure_data, quickstart_hparams
+from .experiments.settings import QUICKSTART_SETTINGS, ensure_data, quickstart_hparams
+from .report.stats import format_mean_std, mean_std
+from .report.writers import markdown_table as write_markdown
+from .rundir import RunFiles
 
 
 def run_name(algorithm: str, test_domain: str, seed: int, label: str | None = None) -> str:
@@ -98,16 +100,10 @@ def synthetic_configs(out: Path, data: Path, algorithms: list[str], seeds: list[
     ]
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """(mean, sample std) of values; std 0.0 for one value, NaNs for none."""
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def aggregate(run_dirs: list[Path], method: str = "training_domain_validation",
               labels: list[str] | None = None) -> dict:
-    """{label: {domain: {"ood": (mean, std, n), "in": (...)}, "avg": ...}} over seeds.
+    """{label: {domain: {"ood": (mean, std, n), "in": (...)}, "avg": ...}} over seeds
+    (`report.stats.mean_std`: std None for one seed).
 
     "ood" is the held-out domain's test accuracy; "in" the mean validation accuracy of the
     training domains; "masker_iou" the masker's IoU on the held-out domain when logged. A run's
@@ -115,9 +111,9 @@ def aggregate(run_dirs: list[Path], method: str = "training_domain_validation",
     """
     acc: dict = {}
     for i, rd in enumerate(run_dirs):
-        summary = json.loads((rd / "summary.json").read_text())
-        proto = json.loads((rd / "protocol.json").read_text())
-        algo = labels[i] if labels else json.loads((rd / "config.json").read_text())["algorithm"]
+        run = RunFiles(rd)
+        summary, proto = run.summary(), run.protocol()
+        algo = labels[i] if labels else run.config()["algorithm"]
         sel = summary[method]
         dom = proto["test_domains"][0]
         cell = acc.setdefault(algo, {}).setdefault(
@@ -133,24 +129,22 @@ def aggregate(run_dirs: list[Path], method: str = "training_domain_validation",
     for algo, doms in acc.items():
         # Steps are summarised by their range (min, max, n): a mean step names no checkpoint.
         out[algo] = {d: {k: ((min(v), max(v), len(v)) if k in ("step", "objective_start")
-                             else (*mean_std(v), len(v))) for k, v in c.items()}
+                             else mean_std(v) if v else (None, None, 0)) for k, v in c.items()}
                      for d, c in doms.items()}
         # The average over domains is taken per seed first, then mean +- std over seeds.
         per_seed = [statistics.fmean(vals) for vals in zip(*(c["ood"] for c in doms.values()))]
-        out[algo]["avg"] = {"ood": (*mean_std(per_seed), len(per_seed))}
+        out[algo]["avg"] = {"ood": mean_std(per_seed)}
     return out
 
 
 def markdown_table(agg: dict) -> str:
     """Rows: algorithms; columns: held-out domains and their average (OOD accuracy, %)."""
     domains = sorted({d for a in agg.values() for d in a if d != "avg"})
-    head = ("| algorithm | " + " | ".join(domains)
-            + " | avg | in-domain (val) | masker IoU (held-out) | selected steps | warm-up until |")
-    lines = [head, "|" + "---|" * (len(domains) + 6)]
+    head = ["algorithm", *domains, "avg", "in-domain (val)", "masker IoU (held-out)",
+            "selected steps", "warm-up until"]
+    rows = []
     for algo, cells in agg.items():
-        row = [f"{100 * cells[d]['ood'][0]:.1f} ± {100 * cells[d]['ood'][1]:.1f}" if d in cells else "-"
-               for d in domains]
-        avg = cells["avg"]["ood"]
+        row = [format_mean_std(cells[d]["ood"], 100) if d in cells else "-" for d in domains]
         ind = statistics.fmean(cells[d]["in"][0] for d in domains if d in cells)
         ious = [cells[d]["masker_iou"][0] for d in domains if d in cells and cells[d]["masker_iou"][2]]
         iou = f"{statistics.fmean(ious):.3f}" if ious else "-"
@@ -161,10 +155,9 @@ def markdown_table(agg: dict) -> str:
         starts = {cells[d]["objective_start"][k] for d in domains
                   if d in cells and "objective_start" in cells[d] for k in (0, 1)}
         start = "-" if starts <= {0} else "/".join(f"{v:g}" for v in sorted(starts))
-        lines.append(f"| {algo} | " + " | ".join(row)
-                     + f" | {100 * avg[0]:.1f} ± {100 * avg[1]:.1f} | {100 * ind:.1f} | {iou}"
-                     + f" | {f'{min(steps):g}-{max(steps):g}' if steps else '-'} | {start} |")
-    return "\n".join(lines) + "\n"
+        rows.append([algo, *row, format_mean_std(cells["avg"]["ood"], 100), f"{100 * ind:.1f}", iou,
+                     f"{min(steps):g}-{max(steps):g}" if steps else "-", start])
+    return write_markdown(head, rows) + "\n"
 
 
 def run_synthetic_benchmark(out: Path, algorithms: list[str], seeds: list[int],

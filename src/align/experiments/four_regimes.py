@@ -8,7 +8,8 @@ results.md: per held-out domain), trained by `sweep.run_synthetic_benchmark`; th
 regimes share one upstream-pretrained weights file in `OUT/pretrained/`. The combined table,
 `OUT/regimes.md` (and `.json`), is a pure function of the run directories:
 
-- OOD accuracy: the held-out domains averaged per seed, then mean +- sample std over seeds;
+- OOD accuracy: the held-out domains averaged per seed, then mean +- sample std over seeds
+  (`report.stats.mean_std`: no std for one seed);
 - paired vs ERM and vs DRE: the mean difference over (held-out domain, seed) pairs, its standard
   error and how many pairs favour the row (`mask_quality.paired_difference`); ALIGN is DRE plus
   the masker's guidance, so "vs DRE" is what the guidance adds;
@@ -23,15 +24,17 @@ regime, mean and range over ALIGN's runs: whether the masker converged, and onto
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from rich.console import Console
 
 from .. import io
-from ..sweep import mean_std, run_synthetic_benchmark
-from .mask_quality import paired_difference
+from ..report.stats import MeanStd, format_mean_std, mean_std
+from ..report.writers import markdown_table
+from ..rundir import RunFiles, selection_of
+from ..sweep import run_synthetic_benchmark
+from .mask_quality import paired_cell, paired_difference
 
 
 def run_regimes(out: Path, regimes: list[str], algorithms: list[str], seeds: list[int], *,
@@ -72,9 +75,9 @@ def collect(out: Path, regimes: list[str], algorithms: list[str]) -> dict:
             by_seed: dict[int, list[float]] = {}
             ind, steps, starts, scores = [], [], set(), {"object": [], "cue": [], "area": []}
             for run in _run_dirs(out / regime, algorithm):
-                summary = json.loads((run / "summary.json").read_text())
-                sel = summary[json.loads((run / "config.json").read_text()).get(
-                    "selection", "training_domain_validation")]
+                files = RunFiles(run)
+                summary = files.summary()
+                sel = summary[selection_of(files.config())]
                 dom, seed = run.parent.name.removeprefix("test-"), int(run.name.removeprefix("seed"))
                 per_run[f"{dom}/{seed}"] = sel["test_acc"]
                 by_seed.setdefault(seed, []).append(sel["test_acc"])
@@ -92,8 +95,9 @@ def collect(out: Path, regimes: list[str], algorithms: list[str]) -> dict:
             # Only seeds with every held-out domain enter the per-seed average.
             n_dom = max(len(v) for v in by_seed.values())
             seed_avgs = [statistics.fmean(v) for v in by_seed.values() if len(v) == n_dom]
+            ood = mean_std(seed_avgs)
             rows[algorithm] = {
-                "ood": mean_std(seed_avgs), "n_seeds": len(seed_avgs), "n_runs": len(per_run),
+                "ood": (ood.mean, ood.std), "n_seeds": ood.n, "n_runs": len(per_run),
                 "in_domain": statistics.fmean(ind), "per_run": per_run,
                 "steps": [min(steps), max(steps)], "objective_start": sorted(starts),
                 "masker": {k: statistics.fmean(v) for k, v in scores.items() if v},
@@ -108,33 +112,26 @@ def collect(out: Path, regimes: list[str], algorithms: list[str]) -> dict:
     return table
 
 
-def _pct(mean_std: tuple[float, float]) -> str:
-    return f"{100 * mean_std[0]:.1f} ± {100 * mean_std[1]:.1f}"
-
-
 def _paired(row: dict, ref: str, algorithm: str) -> str:
-    p = row.get(f"paired_vs_{ref}")
-    if algorithm == ref or not p or not p["n"]:
-        return "-"
-    return f"{100 * p['mean']:+.1f} (s.e. {100 * p['se']:.1f}; {p['higher']}/{p['n']} higher)"
+    return "-" if algorithm == ref else paired_cell(row.get(f"paired_vs_{ref}"))
 
 
 def markdown(table: dict) -> str:
-    head = ("| regime | algorithm | OOD % (avg over held-out domains; mean ± std over seeds) "
-            "| paired vs ERM (points) | paired vs DRE (points) | in-domain % | selected steps "
-            "| warm-up until | masker keeps object | masker keeps cue | masker area |")
-    lines = [head, "|" + "---|" * 11]
-    for regime, rows in table.items():
-        for algorithm, r in rows.items():
+    head = ["regime", "algorithm", "OOD % (avg over held-out domains; mean ± std over seeds)",
+            "paired vs ERM (points)", "paired vs DRE (points)", "in-domain %", "selected steps",
+            "warm-up until", "masker keeps object", "masker keeps cue", "masker area"]
+    rows = []
+    for regime, algorithms in table.items():
+        for algorithm, r in algorithms.items():
             m = r["masker"]
             cov = [f"{m[k]:.2f}" if k in m else "-" for k in ("object", "cue", "area")]
             start = "/".join(str(s) for s in r["objective_start"] if s) or "-"
-            lines.append(
-                f"| {regime} | {algorithm} | {_pct(r['ood'])} (n={r['n_seeds']}) "
-                f"| {_paired(r, 'erm', algorithm)} | {_paired(r, 'dre', algorithm)} "
-                f"| {100 * r['in_domain']:.1f} | {r['steps'][0]}-{r['steps'][1]} | {start} | "
-                + " | ".join(cov) + " |")
-    return "\n".join(lines) + "\n"
+            ood = format_mean_std(MeanStd(*r["ood"], r["n_seeds"]), 100)
+            rows.append([regime, algorithm, f"{ood} (n={r['n_seeds']})",
+                         _paired(r, "erm", algorithm), _paired(r, "dre", algorithm),
+                         f"{100 * r['in_domain']:.1f}", f"{r['steps'][0]}-{r['steps'][1]}", start,
+                         *cov])
+    return markdown_table(head, rows) + "\n"
 
 
 #: (label, eval key) of the masker's scores drawn over training.
@@ -148,7 +145,7 @@ def masker_curves(root: Path, algorithm: str = "align") -> dict[str, tuple[list,
     curves: dict = {}
     for run in _run_dirs(root, algorithm):
         dom = run.parent.name.removeprefix("test-")
-        records = io.read_jsonl(run / "results.jsonl")
+        records = RunFiles(run).records()
         for label, key in MASKER_CURVES:
             values = [r.get("eval", {}).get(key, {}).get(f"{dom}_in") for r in records]
             if all(v is not None for v in values) and values:
@@ -176,7 +173,7 @@ def masker_figure(out: Path, regimes: list[str]) -> Path | None:
             mean = [statistics.fmean(v) for v in zip(*runs)]
             ax.plot(steps, mean, marker=".", color=f"C{i}", label=f"{label} ({len(runs)} runs)")
             ax.fill_between(steps, lo, hi, color=f"C{i}", alpha=0.15)
-        starts = {json.loads((p / "summary.json").read_text()).get("objective_start", 0)
+        starts = {RunFiles(p).summary().get("objective_start", 0)
                   for p in _run_dirs(out / regime, "align")}
         for start in sorted(starts - {0}):
             ax.axvline(start, color="grey", linestyle="--", linewidth=0.8)

@@ -15,7 +15,6 @@ masks, which separates the objective from the quality of the masker's masks.
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from rich.console import Console
@@ -24,7 +23,10 @@ from .. import io
 from ..algorithms import build_algorithm
 from ..config import TrainConfig
 from ..masks import build_mask_folder, read_record
-from ..quickstart import QUICKSTART_SETTINGS, ensure_data, quickstart_hparams
+from ..report.stats import MeanStd, format_mean_std, mean_std
+from ..report.writers import csv_table, markdown_table
+from ..rundir import RunFiles
+from .settings import QUICKSTART_SETTINGS, ensure_data, quickstart_hparams
 
 
 def build_masks(data: Path, out: Path, levels: list[float], kind: str) -> dict[str, tuple[Path, float]]:
@@ -86,14 +88,7 @@ def _config(data: Path, masks: Path, out: Path, algorithm: str, domain: str, see
 
 
 def _ood(run: Path) -> float:
-    import json
-
-    return json.loads((run / "summary.json").read_text())["training_domain_validation"]["test_acc"]
-
-
-def _stats(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+    return RunFiles(run).summary()["training_domain_validation"]["test_acc"]
 
 
 def run_mask_quality(out: Path, *, method: str = "gradia", seeds: list[int] = (0, 1, 2),
@@ -127,7 +122,8 @@ def run_mask_quality(out: Path, *, method: str = "gradia", seeds: list[int] = (0
                     Trainer(cfg, prog).run()
                 per_run[f"{d}/seed{s}"] = _ood(run)
         iou = folders[label][1] if label in folders else None
-        result[label] = {"algorithm": algo, "mask_iou": iou, "ood": _stats(list(per_run.values())),
+        result[label] = {"algorithm": algo, "mask_iou": iou,
+                         "ood": mean_std(per_run.values())._asdict(),
                          "per_run": per_run}
     for label, r in result.items():
         r["paired"] = {ref: paired_difference(r["per_run"], result[ref]["per_run"])
@@ -140,40 +136,47 @@ def paired_difference(runs: dict[str, float], reference: dict[str, float]) -> di
     """`runs - reference` over the (held-out domain, seed) pairs both have.
 
     Pairing removes what the two share: how hard the held-out domain is and, through the seed,
-    the split and data order. Returns the mean difference, its standard error and how many
-    pairs favour `runs`.
+    the split and data order. Returns the mean difference, its standard error (None for one pair,
+    the rule of `report.stats.mean_std`) and how many pairs favour `runs`; with no pair, mean
+    and se are None.
     """
     diffs = [runs[k] - reference[k] for k in runs if k in reference]
     if not diffs:
-        return {"mean": float("nan"), "se": float("nan"), "higher": 0, "n": 0}
-    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
-    return {"mean": statistics.fmean(diffs), "se": se,
-            "higher": sum(x > 0 for x in diffs), "n": len(diffs)}
+        return {"mean": None, "se": None, "higher": 0, "n": 0}
+    m = mean_std(diffs)
+    return {"mean": m.mean, "se": None if m.std is None else m.std / m.n ** 0.5,
+            "higher": sum(x > 0 for x in diffs), "n": m.n}
 
 
-def _paired_cell(p: dict | None) -> str:
+def paired_cell(p: dict | None) -> str:
+    """"+6.1 (s.e. 2.0; 5/6 higher)" in points, "-" without pairs."""
     if p is None or not p["n"]:
         return "-"
-    return f"{100 * p['mean']:+.1f} (s.e. {100 * p['se']:.1f}; {p['higher']}/{p['n']} higher)"
+    se = "" if p["se"] is None else f"s.e. {100 * p['se']:.1f}; "
+    return f"{100 * p['mean']:+.1f} ({se}{p['higher']}/{p['n']} higher)"
 
 
 def write_outputs(out: Path, result: dict, method: str, domains: list[str], seeds: list[int]) -> None:
-    head = (f"| guidance | algorithm | mask IoU | OOD accuracy % (mean ± std over {len(seeds)} seeds "
-            f"x {len(domains)} held-out domains) | paired vs ERM | paired vs ALIGN |")
-    lines = [head, "|---|---|---|---|---|---|"]
-    csv = ["guidance,algorithm,mask_iou,ood_mean,ood_std,n,vs_erm_mean,vs_erm_se,vs_align_mean,vs_align_se"]
+    md_head = ["guidance", "algorithm", "mask IoU",
+               f"OOD accuracy % (mean ± std over {len(seeds)} seeds x {len(domains)} held-out "
+               "domains)", "paired vs ERM", "paired vs ALIGN"]
+    csv_head = ["guidance", "algorithm", "mask_iou", "ood_mean", "ood_std", "n", "vs_erm_mean",
+                "vs_erm_se", "vs_align_mean", "vs_align_se"]
+    md_rows, csv_rows = [], []
     for label, r in result.items():
         iou = "-" if r["mask_iou"] is None else f"{r['mask_iou']:.3f}"
         o, paired = r["ood"], r.get("paired", {})
         erm, aln = paired.get("ERM"), paired.get("ALIGN")
-        lines.append(f"| {label} | {r['algorithm']} | {iou} | {100 * o['mean']:.1f} ± {100 * o['std']:.1f} "
-                     f"| {_paired_cell(erm)} | {_paired_cell(aln)} |")
-        ref_cols = [f"{p['mean']:.6f},{p['se']:.6f}" if p else "," for p in (erm, aln)]
-        csv.append(f"{label},{r['algorithm']},{'' if r['mask_iou'] is None else r['mask_iou']},"
-                   f"{o['mean']:.6f},{o['std']:.6f},{o['n']}," + ",".join(ref_cols))
+        md_rows.append([label, r["algorithm"], iou, format_mean_std(MeanStd(**o), 100),
+                        paired_cell(erm), paired_cell(aln)])
+        refs = [f"{p[k]:.6f}" if p and p[k] is not None else "" for p in (erm, aln)
+                for k in ("mean", "se")]
+        csv_rows.append([label, r["algorithm"], "" if r["mask_iou"] is None else r["mask_iou"],
+                         f"{o['mean']:.6f}", "" if o["std"] is None else f"{o['std']:.6f}", o["n"],
+                         *refs])
     stem = output_stem(method)
-    io.write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
-    io.write_text(out / f"{stem}.csv", "\n".join(csv) + "\n")
+    io.write_text(out / f"{stem}.md", markdown_table(md_head, md_rows) + "\n")
+    io.write_text(out / f"{stem}.csv", csv_table(csv_head, csv_rows))
     io.write_json(out / f"{stem}.json",
                   {"method": method, "domains": domains, "seeds": seeds, "result": result})
     plot(out, result, method)
@@ -185,7 +188,8 @@ def plot(out: Path, result: dict, method: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = sorted((r["mask_iou"], r["ood"]["mean"], r["ood"]["std"], k)
+    # A single run has no spread to draw (std None): no error bar, no band.
+    pts = sorted((r["mask_iou"], r["ood"]["mean"], r["ood"]["std"] or 0.0, k)
                  for k, r in result.items() if r["mask_iou"] is not None)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     what = "ALIGN's objective (masker replaced)" if method == "align" else method
@@ -197,7 +201,7 @@ def plot(out: Path, result: dict, method: str) -> None:
                     fontsize=7)
     for name, style in (("ERM", "--"), ("ALIGN", "-")):
         if name in result:
-            m, s = 100 * result[name]["ood"]["mean"], 100 * result[name]["ood"]["std"]
+            m, s = 100 * result[name]["ood"]["mean"], 100 * (result[name]["ood"]["std"] or 0.0)
             ax.axhline(m, linestyle=style, color="grey" if name == "ERM" else "tab:red", label=f"{name} (no external masks)")
             ax.axhspan(m - s, m + s, color="grey" if name == "ERM" else "tab:red", alpha=0.1)
     ax.set_xlabel("mask IoU with the ground truth")

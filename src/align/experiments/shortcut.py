@@ -30,6 +30,8 @@ from PIL import Image
 from rich.console import Console
 
 from .. import io
+from ..report.stats import MeanStd, format_mean_std, mean_std
+from ..report.writers import markdown_table
 
 #: Each scored region and its mask folder inside the benchmark's data folder.
 MASK_FOLDERS = {"object": "masks", "cue": "cues"}
@@ -82,7 +84,7 @@ def _ood_value(record: dict, where: str, key: str) -> float | None:
 def run_shortcut(out: Path, *, max_batches: int | None = 4, batch_size: int = 64,
                  console: Console | None = None) -> dict:
     """Evaluate every finished run under `out` against object and cue masks; write the table."""
-    from ..evaluate import evaluate_run
+    from ..evaluate import EvalConfig, evaluate_run
 
     console = console or Console()
     out = Path(out)
@@ -104,22 +106,21 @@ def run_shortcut(out: Path, *, max_batches: int | None = 4, batch_size: int = 64
             done += 1
             console.print(f"[{done}/{total}] {run.relative_to(out)}")
             for part in MASKS:
-                record = evaluate_run(
-                    run, masks=data / MASK_FOLDERS[part], name=part,
-                    metrics=metrics, max_batches=max_batches, batch_size=batch_size,
-                )
+                # A table, not figures: no example images (n_examples=0).
+                record = evaluate_run(run, EvalConfig(
+                    masks=data / MASK_FOLDERS[part], name=part, metrics=metrics,
+                    max_batches=max_batches, batch_size=batch_size, n_examples=0))
                 for label, where, key, parts in COLUMNS:
                     if (part not in parts) if parts else (part != MASKS[0]):
                         continue  # whole-image scores are read once, from the first evaluation
                     value = _ood_value(record, where, key)
                     if value is not None:
                         per_col.setdefault(_column(label, parts, part), []).append(value)
-        table[method] = {col: {"mean": statistics.fmean(v),
-                               "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-                         for col, v in per_col.items()}
+        table[method] = {col: mean_std(v)._asdict() for col, v in per_col.items()}
     held_out = {r.parent.name.removeprefix("test-") for v in runs.values() for r in v}
     areas = area_shares(data, held_out)
-    reference = {f"{label} ({part})": {"mean": areas[part], "std": 0.0, "n": 0}
+    # A property of the data, not a mean over runs: no spread, n = 0.
+    reference = {f"{label} ({part})": {"mean": areas[part], "std": None, "n": 0}
                  for label, where, _, _ in COLUMNS if where == "metrics" for part in MASKS}
     table = {AREA_ROW: reference, **table}
     write_outputs(out, table, max_batches, batch_size)
@@ -132,11 +133,12 @@ def _column(label: str, parts: tuple[str, ...], part: str | None) -> str:
 
 def write_outputs(out: Path, table: dict, max_batches: int | None, batch_size: int) -> None:
     cols = [_column(label, parts, p) for label, _, _, parts in COLUMNS for p in (parts or (None,))]
-    lines = ["| method | runs | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    rows = []
     for method, cells in table.items():
         n = max((c["n"] for c in cells.values()), default=0)
-        row = [f"{c['mean']:.3f} ± {c['std']:.3f}" if (c := cells.get(col)) else "-" for col in cols]
-        lines.append(f"| {method} | {n or '-'} | " + " | ".join(row) + " |")
-    io.write_text(out / "shortcut.md", "\n".join(lines) + "\n")
+        rows.append([method, n or "-",
+                     *(format_mean_std(MeanStd(**c), decimals=3) if (c := cells.get(col)) else "-"
+                       for col in cols)])
+    io.write_text(out / "shortcut.md", markdown_table(["method", "runs", *cols], rows) + "\n")
     io.write_json(out / "shortcut.json", {"max_batches": max_batches, "batch_size": batch_size,
                                           "split": "held-out domain (ood)", "methods": table})

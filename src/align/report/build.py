@@ -7,11 +7,11 @@
       figures/*.png, figures/*.pdf        examples, deletion/insertion curves, training curves
       index.html                          all of it on one offline page
 
-Inputs are each run's config.json, protocol.json, summary.json (required), results.jsonl and
-evaluation.json (optional: without it a run has accuracy but no explanation metrics), and, for
-the examples figure only, its best checkpoint, splits.json and dataset. Whatever cannot be drawn is
-skipped and said so under "Notes" in index.html (`make_report` never fails for a missing
-checkpoint); a run directory without its required files is an error that names it.
+Inputs are only files: each run's config.json, protocol.json, summary.json, results.jsonl and
+what `align evaluate` wrote, evaluation.json and examples.npz (read through `align.rundir`; no
+network is loaded, so the golden test covers every figure). A run directory without them (a run
+not evaluated, say) is an error that names it and the command to run. Whatever cannot be drawn
+is skipped and said so under "Notes" in index.html.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def _write_tables(sections, out: Path) -> list[Path]:
 
 def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, figures: bool = True,
                 n_examples: int | None = None) -> Path:
-    """Write the report of `run_dirs` into `out_dir`; returns the path of its index.html."""
+    """Write the report of `run_dirs` into `out_dir`; returns the path of its index.html.
+
+    `n_examples`: rows of the examples figure (default: every example the evaluations saved)."""
     from . import figures as figs
     from .html import render
 
@@ -63,7 +65,7 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, figures:
     for setting, tables in sections:
         made = []
         if figures:
-            steps = [lambda: figs.examples_figure(setting, out, n_examples or figs.N_EXAMPLES),
+            steps = [lambda: figs.examples_figure(setting, out, n_examples),
                      lambda: figs.curves_figure(setting, out)]
             steps += [lambda m=m: figs.training_figure(m, setting, out) for m in setting.methods]
             for step in steps:
@@ -72,10 +74,6 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, figures:
                 if fig is not None:
                     made.append(fig)
         page.append((setting, tables, made))
-    for r in runs:
-        if r.evaluation is None:
-            notes.append(f"{r.path}: no evaluation.json (run `align evaluate {r.path}`); "
-                         "accuracy only")
     index = out / "index.html"
     io.write_text(index, render(page, runs, notes, list(TABLE_FILES)))
     return index

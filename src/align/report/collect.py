@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..evaluate import EVALUATION_FILE
+from ..rundir import DEFAULT_SELECTION, RunDirError, RunFiles, selection_of
 
 #: Config keys that do not make another method: the seed, the domain assignment (a column of the
 #: table), paths and machine settings. Every other key (hparams included) does.
@@ -21,18 +21,10 @@ NOT_VARIANT = {
     "out", "seed", "test_domains", "train_domains", "protocol", "data", "domains", "dataset",
     "device", "num_workers", "eval_batch_size", "verify_images", "skip_bad_images", "preset",
 }
-#: What a run selects when its config.json predates the `selection` key.
-DEFAULT_SELECTION = "training_domain_validation"
-REQUIRED = ("config.json", "protocol.json", "summary.json")
-
-
-class RunDirError(ValueError):
-    """A run directory the report cannot use; the message names it and what is wrong."""
-
 
 @dataclass
 class RunRecord:
-    """What the report reads from one run directory."""
+    """What the report reads from one run directory (`evaluation`: its evaluation.json)."""
 
     path: Path
     config: dict
@@ -52,16 +44,12 @@ class RunRecord:
     @property
     def selection(self) -> str:
         """The run's selection criterion: the one its best.pt (hence evaluation.json) follows."""
-        return self.config.get("selection", DEFAULT_SELECTION)
+        return selection_of(self.config)
 
     @property
     def selected(self) -> dict:
         """summary.json's entry for the run's own selection criterion."""
         return self.summary[self.selection]
-
-    @property
-    def has_checkpoint(self) -> bool:
-        return (self.path / "checkpoints" / "best.pt").is_file()
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -111,30 +99,18 @@ class Setting:
         return "-".join((self.protocol, *self.domains)).replace(" ", "_").replace("/", "_")
 
 
-def _read(run: Path, name: str):
-    p = run / name
-    if not p.is_file():
-        raise RunDirError(f"{run}: no {name}; is it a finished align run directory?")
-    try:
-        if name.endswith(".jsonl"):
-            return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{p}: not valid JSON ({e.msg})") from None
-
-
 def load_run_record(path: str | Path) -> RunRecord:
-    """Read one run directory; `RunDirError` naming it when a required file is missing or bad."""
-    run = Path(path)
-    if not run.is_dir():
-        raise RunDirError(f"{run}: not a directory")
-    config, protocol, summary = (_read(run, n) for n in REQUIRED)
-    selection = config.get("selection", DEFAULT_SELECTION)
+    """Read one evaluated run directory; `RunDirError` naming it when a file is missing or bad
+    (a run not evaluated: the message gives the `align evaluate` command)."""
+    run = RunFiles(path)
+    if not run.path.is_dir():
+        raise RunDirError(f"{run.path}: not a directory")
+    config, protocol, summary = run.config(), run.protocol(), run.summary()
+    selection = selection_of(config)
     if selection not in summary:
-        raise RunDirError(f"{run}/summary.json has no {selection!r} entry (the run's selection)")
-    results = _read(run, "results.jsonl") if (run / "results.jsonl").is_file() else []
-    evaluation = _read(run, EVALUATION_FILE) if (run / EVALUATION_FILE).is_file() else None
-    return RunRecord(run, config, protocol, summary, results, evaluation)
+        raise RunDirError(
+            f"{run.path}/summary.json has no {selection!r} entry (the run's selection)")
+    return RunRecord(run.path, config, protocol, summary, run.records(), run.evaluation())
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:

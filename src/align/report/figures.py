@@ -1,10 +1,10 @@
 """The report's figures (matplotlib's object API with the Agg canvas; PNG and PDF, atomic writes).
 
 - `examples_figure`: a grid, one row per test image (the same images for every method): the
-  image | each method's Grad-CAM of its predicted class, overlaid | each ALIGN masker's mask |
-  the ground-truth mask. Needs each method's best checkpoint and the dataset: a method whose runs
-  have no checkpoint (e.g. the committed golden runs) or whose data moved is left out with a note,
-  and the figure is skipped, with a note, when no method is left.
+  image | each method's saliency map as its evaluation scored it (by default the Grad-CAM of the
+  predicted class), overlaid | each ALIGN masker's mask | the ground-truth mask. Drawn from the
+  examples.npz that `align evaluate` saved beside each evaluation.json (no network is loaded); a
+  method none of whose runs shows the same images as the others is left out with a note.
 - `curves_figure`: mean deletion and insertion curves per method (mean over seeds, band = ±1 std
   over seeds), from evaluation.json; one row per role (out-of-distribution, in-distribution).
 - `training_figure`: every loss term logged in results.jsonl (and the validation accuracy)
@@ -16,7 +16,6 @@ Every function returns `(figure or None, notes)`; a note says what was left out 
 from __future__ import annotations
 
 import io as _io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import io
-from ..evaluate import eval_splits
+from ..rundir import Examples, RunFiles
 from .collect import Method, RunRecord, Setting
 
-#: Image rows in the examples grid.
-N_EXAMPLES = 6
 ROLE_NAMES = {"ood": "out-of-distribution", "in_domain": "in-distribution"}
 
 
@@ -69,116 +66,56 @@ def _color(i: int):
 
 
 # ------------------------------------------------------------------ examples
-def _pick_images(paths: list[str], n: int) -> list[str]:
-    """Up to n paths, round-robin over classes (domain/class/file), in a seeded order."""
-    order = [paths[i] for i in np.random.RandomState(0).permutation(len(paths))]
-    by_class: dict[str, list[str]] = {}
-    for p in order:
-        by_class.setdefault(p.split("/")[1] if p.count("/") >= 2 else "", []).append(p)
-    picked: list[str] = []
-    queues = [by_class[c] for c in sorted(by_class)]
-    while len(picked) < n and any(queues):
-        for q in queues:
-            if q and len(picked) < n:
-                picked.append(q.pop(0))
-    return picked
+def _explainer_title(config: dict) -> str:
+    name = {"gradcam": "Grad-CAM"}.get(config["explainer"], config["explainer"].replace("_", " "))
+    return name + (" (label)" if config.get("explain_class") == "label" else "")
 
 
-def _load_batch(run: RunRecord, paths: list[str]):
-    """The run's model, and x [n, 3, H, W] (+ masks or None) for `paths`, as in evaluation."""
-    from ..api import load_run
-    from ..data.dataset import ImageDataset
-    from ..data.transforms import build_transform
-    from ..evaluate import rebuild_folder
-    from ..training.rundir import RunDir
-
-    import torch
-
-    loaded = load_run(run.path, checkpoint="best")
-    folder = rebuild_folder(RunDir(run.path), run.config, None, None)
-    ds = ImageDataset(folder, build_transform(run.config["image_size"], train=False),
-                      with_masks=folder.masks_root is not None)
-    where = {s.path: i for i, s in enumerate(folder.samples)}
-    items = [ds[where[p]] for p in paths]
-    x = torch.stack([it["x"] for it in items])
-    masks = torch.stack([it["mask"] for it in items]) if folder.masks_root is not None else None
-    return loaded, x, masks
-
-
-def _common_key(reps: list[tuple[Method, RunRecord]]) -> str | None:
-    first = eval_splits(reps[0][1].protocol)
-    for role in ("ood", "in_domain"):
-        for key, r in first:
-            if r == role and all(key in dict(eval_splits(run.protocol)) for _, run in reps):
-                return key
-    return None
-
-
-def examples_figure(setting: Setting, out_dir: Path, n: int = N_EXAMPLES
-                    ) -> tuple[FigureFile | None, list[str]]:
-    from ..data.transforms import denormalize
-
-    notes, reps = [], []
+def _examples(setting: Setting) -> tuple[list[tuple[Method, RunRecord, Examples]], list[str]]:
+    """Per method, a run whose saved examples show the same images as the first method's
+    (runs of one seed share their splits), and notes on the methods left out."""
+    chosen: list[tuple[Method, RunRecord, Examples]] = []
+    notes = []
     for m in setting.methods:
-        run = next((r for r in m.runs if r.has_checkpoint and (r.path / "splits.json").is_file()),
-                   None)
-        if run is None:
-            notes.append(f"examples: {m.label} left out (no run with checkpoints/best.pt and "
-                         "splits.json)")
+        found = None
+        for run in m.runs:
+            ex = RunFiles(run.path).examples()
+            if ex is not None and (not chosen or (ex.split == chosen[0][2].split and
+                                                  np.array_equal(ex.paths, chosen[0][2].paths))):
+                found = (m, run, ex)
+                break
+        if found is None:
+            notes.append(f"examples: {m.label} left out (no run evaluated with examples of the "
+                         "images the other methods show: another seed or evaluation size?)")
         else:
-            reps.append((m, run))
-    key = _common_key(reps) if reps else None
-    if key is None:
-        return None, notes + [f"examples figure of {setting.title} skipped: no method with a "
-                              "checkpoint and a common test split"]
-    domain, split = key.rsplit("_", 1)
-    common = None
-    for _, run in reps:
-        paths = set(json.loads((run.path / "splits.json").read_text())[domain][split])
-        common = paths if common is None else common & paths
-    picked = _pick_images(sorted(common), n)
+            chosen.append(found)
+    return chosen, notes
+
+
+def examples_figure(setting: Setting, out_dir: Path, n: int | None = None
+                    ) -> tuple[FigureFile | None, list[str]]:
+    chosen, notes = _examples(setting)
+    if not chosen:
+        return None, notes + [f"examples figure of {setting.title} skipped: no run was "
+                              "evaluated with examples (n_examples=0)"]
+    ref = chosen[0][2]
+    rows = slice(0, len(ref.paths) if n is None else n)
+    labels = list(ref.labels[rows])
     columns: list[tuple[str, list]] = []  # (title, per-image (map, caption, colour))
-    base = gt = None
-    for m, run in reps:
-        try:
-            loaded, x, masks = _load_batch(run, picked)
-        except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-            # e.g. the data moved, or a checkpoint of an older architecture: said in the notes.
-            notes.append(f"examples: {m.label} left out ({type(e).__name__}: {e})")
-            continue
-        columns += _method_columns(m.label, loaded, x, [p.split("/")[1] for p in picked])
-        if base is None:
-            base = denormalize(x).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-        if gt is None and masks is not None:
-            gt = masks
-    if base is None:
-        return None, notes + [f"examples figure of {setting.title} skipped: no method could be loaded"]
-    if gt is not None:
-        columns.append(("ground truth", [(gt[i, 0], None, None) for i in range(len(picked))]))
-    fig = _examples_grid(base, [p.split("/")[1] for p in picked], columns)
-    caption = (f"Test images of {key} ({setting.title}): Grad-CAM of the predicted class (prediction "
-               "below, green if correct), masker masks and ground truth.")
+    for m, run, ex in chosen:
+        preds = list(ex.predictions[rows])
+        columns.append((f"{m.label}\n{_explainer_title(run.evaluation['config'])}",
+                        [(h, p, "green" if p == y else "red")
+                         for h, p, y in zip(ex.saliency[rows], preds, labels)]))
+        if ex.masker is not None:
+            columns.append((f"{m.label}\nmasker", [(h, None, None) for h in ex.masker[rows]]))
+    if ref.gt is not None:
+        columns.append(("ground truth", [(h, None, None) for h in ref.gt[rows]]))
+    fig = _examples_grid(ref.images[rows], labels, columns)
+    caption = (f"Test images of {ref.split} ({setting.title}): each method's saliency map as its "
+               "evaluation scored it (prediction below, green if correct), masker masks and "
+               "ground truth.")
     return save(fig, out_dir, f"examples-{setting.slug}", caption), notes
-
-
-def _method_columns(label: str, loaded, x, classes: list[str]) -> list[tuple[str, list]]:
-    """The Grad-CAM column of one method (and its masker's column if it has one)."""
-    import torch
-
-    from ..metrics import explain
-
-    with torch.no_grad():
-        pred = loaded.algorithm.predict(x).argmax(1)
-    cam = explain("gradcam", loaded.algorithm.classifier, x, target=pred)
-    names = [loaded.classes[int(p)] for p in pred]
-    cols = [(f"{label}\nGrad-CAM", [(cam[i, 0], names[i], "green" if names[i] == classes[i] else "red")
-                                    for i in range(len(x))])]
-    masker = getattr(loaded.algorithm, "masker", None)
-    if masker is not None:
-        with torch.no_grad():
-            mk = masker(x)
-        cols.append((f"{label}\nmasker", [(mk[i, 0], None, None) for i in range(len(x))]))
-    return cols
 
 
 def _examples_grid(images: np.ndarray, labels: list[str], columns: list[tuple[str, list]]):
@@ -190,11 +127,12 @@ def _examples_grid(images: np.ndarray, labels: list[str], columns: list[tuple[st
         axes[i, 0].set_ylabel(labels[i], fontsize=8)
         for j, (title, cells) in enumerate(columns, 1):
             heat, caption, colour = cells[i]
-            heat = heat.detach().cpu().numpy()
+            heat = np.asarray(heat, dtype=np.float32)
             ax = axes[i, j]
-            if caption is not None:  # a saliency map: over the image
+            if caption is not None:  # a saliency map, over the image, at its own scale
                 ax.imshow(images[i])
-                ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+                ax.imshow(heat / max(float(heat.max()), 1e-12), cmap="jet", alpha=0.5, vmin=0,
+                          vmax=1)
                 ax.set_xlabel(f"pred: {caption}", fontsize=7, color=colour, labelpad=1)
             else:
                 ax.imshow(heat, cmap="gray", vmin=0, vmax=1)
@@ -213,8 +151,6 @@ def _method_curves(method: Method, role: str, metric: str):
     per_seed: dict[int, list[np.ndarray]] = {}
     fractions = None
     for run in method.runs:
-        if run.evaluation is None:
-            continue
         for split in run.evaluation["splits"].values():
             c = split.get("curves", {}).get(metric)
             if split["role"] != role or c is None:

@@ -45,13 +45,18 @@ def figure_html(f: FigureFile) -> str:
             f'(<a href="{escape(f.pdf)}">PDF</a>)</figcaption></figure>')
 
 
+def _evaluated(r: RunRecord) -> str:
+    c = r.evaluation["config"]
+    return f"{c['checkpoint']} (step {c['step']})"
+
+
 def runs_html(runs: list[RunRecord]) -> str:
     rows = "".join(
         f"<tr><td>{escape(r.algorithm)}</td><td>{r.seed}</td><td>{escape(r.name())}</td>"
-        f"<td>{'yes' if r.evaluation else 'no'}</td><td>{'yes' if r.has_checkpoint else 'no'}</td>"
-        f"<td><code>{escape(str(r.path))}</code></td></tr>" for r in runs)
-    return ("<table><thead><tr><th>algorithm</th><th>seed</th><th>run</th><th>evaluation.json"
-            "</th><th>checkpoint</th><th>directory</th></tr></thead>"
+        f"<td>{escape(_evaluated(r))}</td><td><code>{escape(str(r.path))}</code></td></tr>"
+        for r in runs)
+    return ("<table><thead><tr><th>algorithm</th><th>seed</th><th>run</th><th>evaluated checkpoint"
+            "</th><th>directory</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>")
 
 

@@ -30,8 +30,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from ..evaluate import eval_splits
+from ..rundir import eval_splits
 from .collect import Method, RunRecord, Setting
+from .stats import MeanStd, format_mean_std, mean_std
+from .writers import csv_table, markdown_table
 
 SCALE = 100.0
 DECIMALS = 2
@@ -48,14 +50,13 @@ DISPLAY = {"insertion": "insertion AUC", "deletion": "deletion AUC", "iou": "IoU
 ROLES = (("in_domain", "in-distribution"), ("ood", "out-of-distribution"))
 
 
-@dataclass(frozen=True)
-class Cell:
-    mean: float
-    std: float | None  # None with a single seed
-    n: int  # seeds
+#: A table cell: mean, std (None with a single seed) and number of seeds (`stats.mean_std`).
+Cell = MeanStd
 
-    def shown(self) -> float:
-        return round(self.mean * SCALE, DECIMALS)
+
+def shown(cell: Cell) -> float:
+    """The value as the tables show it (x100, rounded): what "best" compares."""
+    return round(cell.mean * SCALE, DECIMALS)
 
 
 @dataclass
@@ -73,7 +74,7 @@ class Table:
         """Per column, the indices of the rows holding the best shown value."""
         out = []
         for j, direction in enumerate(self.directions):
-            vals = {i: r[2][j].shown() for i, r in enumerate(self.rows) if r[2][j] is not None}
+            vals = {i: shown(r[2][j]) for i, r in enumerate(self.rows) if r[2][j] is not None}
             if direction is None or len(vals) < 2:
                 out.append(set())
                 continue
@@ -87,11 +88,6 @@ def display_name(name: str) -> str:
 
 
 # ------------------------------------------------------------------ aggregation
-def _mean_std(values: list[float]) -> Cell:
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return Cell(statistics.fmean(values), std, len(values))
-
-
 PerRun = Callable[[RunRecord], Iterable[tuple[str, float]]]
 
 
@@ -106,11 +102,11 @@ def _cells(method: Method, columns: list[str], per_run: PerRun, avg: bool) -> li
     cells: list[Cell | None] = []
     for col in columns:
         vals = [cols[col] for _, cols in sorted(per_seed.items()) if col in cols]
-        cells.append(_mean_std(vals) if vals else None)
+        cells.append(mean_std(vals) if vals else None)
     if avg:
         vals = [statistics.fmean(cols[c] for c in columns)
                 for _, cols in sorted(per_seed.items()) if all(c in cols for c in columns)]
-        cells.append(_mean_std(vals) if vals else None)
+        cells.append(mean_std(vals) if vals else None)
     return cells
 
 
@@ -144,8 +140,6 @@ def _accuracy(role: str) -> PerRun:
 
 
 def _eval_splits(run: RunRecord, role: str):
-    if run.evaluation is None:
-        return
     for split in run.evaluation["splits"].values():
         if split["role"] == role:
             yield split
@@ -195,13 +189,13 @@ def evaluation_note(setting: Setting) -> str:
     configs = []
     for m in setting.methods:
         for r in m.runs:
-            if r.evaluation is not None:
-                c = r.evaluation["config"]
-                n = "all" if c["max_batches"] is None else f"at most {c['max_batches'] * c['batch_size']}"
-                line = (f"explainer {c['explainer']}, substrate {c['substrate']}, checkpoint "
-                        f"{c['checkpoint']}, {n} images per split")
-                if line not in configs:
-                    configs.append(line)
+            c = r.evaluation["config"]
+            n = ("all" if c["max_batches"] is None
+                 else f"at most {c['max_batches'] * c['batch_size']}")
+            line = (f"explainer {c['explainer']}, substrate {c['substrate']}, checkpoint "
+                    f"{c['checkpoint']}, {n} images per split")
+            if line not in configs:
+                configs.append(line)
     if len(configs) > 1:
         return "Evaluations differ between runs (not comparable): " + "; ".join(configs) + "."
     return f"Explanations: {configs[0]}." if configs else ""
@@ -249,10 +243,7 @@ def build_tables(setting: Setting) -> list[Table]:
 
 # ------------------------------------------------------------------ rendering
 def format_cell(cell: Cell | None) -> str:
-    if cell is None:
-        return MISSING
-    text = f"{cell.mean * SCALE:.{DECIMALS}f}"
-    return text if cell.std is None else f"{text} ± {cell.std * SCALE:.{DECIMALS}f}"
+    return format_mean_std(cell, SCALE, DECIMALS, MISSING)
 
 
 def arrow(direction: str | None, up: str, down: str) -> str:
@@ -273,25 +264,18 @@ def to_markdown(sections: list[tuple[Setting, list[Table]]]) -> str:
             if t.note:
                 lines += [t.note, ""]
             head = ["method", "seeds"] + [c + arrow(d, "↑", "↓") for c, d in zip(t.columns, t.directions)]
-            lines.append("| " + " | ".join(head) + " |")
-            lines.append("|---|---:|" + "---:|" * len(t.columns))
-            for i, (label, seeds, cells) in enumerate(t.rows):
-                shown = [f"**{format_cell(c)}**" if i in best[j] else format_cell(c) for j, c in enumerate(cells)]
-                lines.append("| " + " | ".join([label, str(seeds)] + shown) + " |")
+            rows = [[label, seeds] + [f"**{format_cell(c)}**" if i in best[j] else format_cell(c)
+                                      for j, c in enumerate(cells)]
+                    for i, (label, seeds, cells) in enumerate(t.rows)]
+            lines.append(markdown_table(head, rows, right=[False] + [True] * (len(head) - 1)))
             lines.append("")
     return "\n".join(lines)
-
-
-def _csv_field(text: str) -> str:
-    if any(ch in text for ch in ',"\n'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
 
 
 def to_csv(sections: list[tuple[Setting, list[Table]]]) -> str:
     """Long format: one line per (setting, table, method, column); values x100."""
     head = ["setting", "table", "method", "seeds", "column", "direction", "mean", "std", "n", "best"]
-    lines = [",".join(head)]
+    rows = []
     for setting, tables in sections:
         for t in tables:
             best = t.best()
@@ -299,11 +283,10 @@ def to_csv(sections: list[tuple[Setting, list[Table]]]) -> str:
                 for j, (col, cell) in enumerate(zip(t.columns, cells)):
                     mean = "" if cell is None else f"{cell.mean * SCALE:.4f}"
                     std = "" if cell is None or cell.std is None else f"{cell.std * SCALE:.4f}"
-                    row = [setting.slug, t.key, label, str(seeds), col, t.directions[j] or "",
-                           mean, std, "" if cell is None else str(cell.n),
-                           "*" if i in best[j] else ""]
-                    lines.append(",".join(_csv_field(x) for x in row))
-    return "\n".join(lines) + "\n"
+                    rows.append([setting.slug, t.key, label, seeds, col, t.directions[j] or "",
+                                 mean, std, "" if cell is None else cell.n,
+                                 "*" if i in best[j] else ""])
+    return csv_table(head, rows)
 
 
 _TEX = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
