@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import torch
 
+from .errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -97,7 +99,7 @@ def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
     _atomic(path, lambda f: torch.save(obj, f), "wb")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file that cannot be loaded (empty, truncated, or not plain tensors/data)."""
 
 

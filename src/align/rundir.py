@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import io
+from .errors import UserError
 
 #: Format and version of evaluation.json (`align.evaluate` writes it; other versions are refused
 #: here and recomputed there). Version 2 added the example images (examples.npz).
@@ -39,7 +40,7 @@ DEFAULT_SELECTION = "training_domain_validation"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError, ValueError):
     """A run directory file that is missing or unusable; the message names it and what to do."""
 
 

@@ -7,8 +7,10 @@ import os
 import numpy as np
 from PIL import Image
 
+from align.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """A dataset folder, mask or split record that cannot be used as is; the message says where."""
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from align.hparams import seed_hash
+from align.seeding import seed_hash
 
 _U64 = np.uint64
 # Salt mixed into the augmentation seeds so they are unrelated to the permutation seeds.

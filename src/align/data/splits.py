@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from align.data.folder import DataError, DomainFolder
-from align.hparams import seed_hash
+from align.seeding import seed_hash
 
 
 def split_indices(n: int, holdout_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from align.data.decode import load_mask, mask_array
 from align.data.pairing import pair_masks
+from align.errors import UserError
 from align.io import install_dir, temp_dir_beside, write_json
 from align.masks.layout import (
     image_seed, image_size, list_images, mask_rel_path, save_mask, to_uint8_mask,
@@ -38,7 +39,7 @@ FORMAT_VERSION = 1
 Progress = Callable[[int, int], None]
 
 
-class MaskBuildError(RuntimeError):
+class MaskBuildError(UserError, RuntimeError):
     """Computing the mask of one image failed; the message names the image."""
 
 

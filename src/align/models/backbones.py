@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..registry import Registry
 
 BACKBONES: Registry = Registry("backbone")
 
 
-class PretrainedWeightsUnavailable(ValueError):
+class PretrainedWeightsUnavailable(UserError, ValueError):
     """ImageNet weights were asked for but could not be downloaded (e.g. offline)."""
 
 

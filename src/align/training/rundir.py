@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, io
+from ..errors import UserError
 
 #: The lock file of a run directory (see `RunLock`); not part of the run's results.
 LOCK_NAME = ".lock"
 
 
-class RunLocked(RuntimeError):
+class RunLocked(UserError, RuntimeError):
     """Another live process is training in this run directory."""
 
 
