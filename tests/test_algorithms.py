@@ -20,7 +20,7 @@ def _batch(seed=0, b=12, size=32, n_classes=3):
     y = torch.arange(b) % n_classes
     mask = torch.zeros(b, 1, size, size)
     mask[..., 8:24, 8:24] = 1.0
-    return Batch(x=x, y=y, domain=torch.arange(b) // (b // 2), mask=mask, n_domains=2)
+    return Batch(x=x, y=y, mask=mask, n_domains=2)
 
 
 def _build(name, **hp):
@@ -74,12 +74,13 @@ def test_align_without_guidance_is_dre():
 def test_align_fixed_masks_and_no_reg_ablations():
     batch = _batch()
     fixed = _build("align", guidance="fixed", reg_weight=0.0)
-    assert fixed.needs_masks and fixed.masker is None
+    # Asked of the class, without a network (the trainer refuses the run without masks:
+    # test_train.py::test_an_algorithm_that_needs_masks_is_refused_without_them).
+    assert type(fixed).needs_masks(fixed.hparams) and fixed.masker is None
+    assert not ALGORITHMS.get("align").needs_masks()  # the masker makes its own
     terms = fixed.losses("classifier", batch, 0)
     assert "guide" in terms and "reg" not in terms
     torch.testing.assert_close(terms["loss"], terms["ce"] + terms["guide"])
-    with pytest.raises(ValueError, match="needs masks"):
-        fixed.losses("classifier", Batch(x=batch.x, y=batch.y, domain=batch.domain), 0)
 
 
 def test_align_guidance_pulls_gradcam_towards_the_mask():
@@ -138,7 +139,7 @@ def test_masker_objective_known_answer():
     algo.masker, algo.classifier = _HalfMasker(), _MeanClassifier(k=4.0)
     x = torch.zeros(2, 3, 8, 8)
     x[:, :, :4] = 1.0  # the bright half is exactly the half the masker keeps
-    batch = Batch(x=x, y=torch.tensor([1, 1]), domain=torch.zeros(2, dtype=torch.long))
+    batch = Batch(x=x, y=torch.tensor([1, 1]))
     terms = algo.masker_losses(batch)
     # kept image: mean 0.5, logit 2 -> p = e^2 / (e^2 + 2); removed image: all zero -> p = 1/3
     dist = math.exp(2) / (math.exp(2) + 2) - 1 / 3
@@ -181,7 +182,7 @@ def test_masker_recovers_the_region_a_fixed_classifier_reads_within_the_quicksta
         x = torch.randn(n, 3, size, size, generator=g)
         signal = (2.0 * y - 1.0)[:, None, None] + 0.3 * x[:, :, region]
         x[:, :, region] = signal
-        train_step(algo, Batch(x=x, y=y, domain=torch.zeros(n, dtype=torch.long)), step)
+        train_step(algo, Batch(x=x, y=y), step)
     with torch.no_grad():
         m = algo.masker(x)[:, 0]  # [B, H, W]
     pred = m > 0.5
@@ -227,3 +228,50 @@ def test_unknown_hyperparameter_is_an_error():
     with pytest.raises(ValueError, match="guidance 'x'"):
         _build("align", guidance="x")
     assert issubclass(ALGORITHMS.get("align"), DRE)
+
+
+def test_the_contract_is_enforced_and_the_registry_names_the_classes():
+    """`@abstractmethod` works on algorithms (it had no effect on a plain nn.Module): a subclass
+    that misses a method of the contract cannot be instantiated."""
+    from align.algorithms.base import Algorithm
+    from align.algorithms.mask_guided import MaskGuided
+    from align.algorithms.res import RES
+
+    class NoLosses(Algorithm):
+        pass
+
+    class NoExplanation(MaskGuided):
+        pass
+
+    for cls in (NoLosses, NoExplanation, RES):
+        with pytest.raises(TypeError, match="abstract"):
+            cls(backbone="smallcnn", num_classes=3, num_domains=2)
+    for name in ALGORITHMS:
+        assert ALGORITHMS.get(name).name == name
+
+
+def test_frozen_restores_mode_and_gradients_also_after_an_error():
+    from align.algorithms.base import frozen
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    net[0].bias.requires_grad_(False)  # a flag of its own: restored as it was, not to True
+    x = torch.randn(4, 2, requires_grad=True)
+    with frozen(net) as f:
+        assert not f.training and not any(p.requires_grad for p in f.parameters())
+        out = f(x).sum()
+    assert net.training and net[0].weight.requires_grad and not net[0].bias.requires_grad
+    out.backward()  # the graph recorded no path to the parameters
+    assert net[0].weight.grad is None and x.grad is not None
+    with pytest.raises(RuntimeError, match="boom"):
+        with frozen(net):
+            raise RuntimeError("boom")
+    assert net.training and net[0].weight.requires_grad
+
+
+@pytest.mark.parametrize("name", ALGORITHMS.names())
+def test_every_algorithm_has_a_generated_hparams_table_in_the_docs(name):
+    """(tests/test_docs.py checks each table equals `align hparams NAME`.)"""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    assert any(f"<!-- hparams:{name} " in f.read_text() for f in docs.glob("*.md")), name

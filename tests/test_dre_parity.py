@@ -36,7 +36,7 @@ def _algo(name="dre", **hp):
 def _batch():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(len(Y), 3, 32, 32, generator=g)
-    return Batch(x=x, y=Y.clone(), domain=torch.arange(len(Y)) % 2, n_domains=2)
+    return Batch(x=x, y=Y.clone(), n_domains=2)
 
 
 def _draws(seed=5):

@@ -4,17 +4,23 @@ Each algorithm (and the training loop) declares its hyperparameters as `HParam`s
 search range for sweeps, and a one-line source ("DRE code", "paper", "our choice"). A run's resolved
 hyperparameters are the defaults overridden by the user's config; unknown keys are errors.
 
-Sweeps draw values with `seed_hash(seed, name)` per hyperparameter (DomainBed's idea), so adding a
-hyperparameter does not shift the draws of the others.
+Sweeps draw values with `seed_hash(seed, owner, name)` per hyperparameter (DomainBed's idea), so
+adding a hyperparameter does not shift the draws of the others.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
+
+from .errors import ConfigError
+from .seeding import seed_hash
+
+__all__ = ["HParam", "markdown_table", "resolve", "sample", "seed_hash"]
+
+SEARCH_KINDS = ("log", "uniform", "choice")
 
 
 @dataclass(frozen=True)
@@ -26,31 +32,37 @@ class HParam:
         source: where the default comes from ("paper", "DRE code", "our choice", ...).
         help: one line for the docs.
         search: optional sweep range: ("log", lo, hi), ("uniform", lo, hi) or ("choice", [values]).
+        choices: the only values allowed (checked by `resolve`), or None for any value of the
+            default's type.
     """
 
     default: Any
     source: str
     help: str = ""
     search: tuple | None = None
+    choices: tuple | None = None
+
+    def __post_init__(self) -> None:
+        # A malformed declaration fails at import, not in the middle of a sweep.
+        if self.search is not None and self.search[0] not in SEARCH_KINDS:
+            raise ValueError(f"search kind {self.search[0]!r} is not one of {SEARCH_KINDS}")
+        if self.choices is not None:
+            allowed = [self.default, *(self.search[1] if self.search and
+                                       self.search[0] == "choice" else ())]
+            bad = [v for v in allowed if v not in self.choices]
+            if bad:
+                raise ValueError(f"default or search value(s) {bad} not among choices {self.choices}")
 
     def sample(self, rng: random.Random) -> Any:
+        """One draw from `search` (the default when there is none)."""
         if self.search is None:
             return self.default
-        kind = self.search[0]
+        kind, *args = self.search
         if kind == "log":
-            lo, hi = self.search[1], self.search[2]
-            return float(10 ** rng.uniform(math.log10(lo), math.log10(hi)))
+            return float(10 ** rng.uniform(math.log10(args[0]), math.log10(args[1])))
         if kind == "uniform":
-            return float(rng.uniform(self.search[1], self.search[2]))
-        if kind == "choice":
-            return rng.choice(list(self.search[1]))
-        raise ValueError(f"unknown search kind {kind!r}")
-
-
-def seed_hash(*args: Any) -> int:
-    """A stable 31-bit integer hash of its arguments (the same in every process)."""
-    text = str(args).encode()
-    return int(hashlib.md5(text).hexdigest(), 16) % (2**31)
+            return float(rng.uniform(args[0], args[1]))
+        return rng.choice(list(args[0]))
 
 
 def _coerce(name: str, default: Any, value: Any, owner: str) -> Any:
@@ -59,17 +71,17 @@ def _coerce(name: str, default: Any, value: Any, owner: str) -> Any:
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"{owner}: hyperparameter {name!r} must be true/false, got {value!r}")
+            raise ConfigError(f"{owner}: hyperparameter {name!r} must be true/false, got {value!r}")
         return value
     if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
-            raise ValueError(f"{owner}: hyperparameter {name!r} must be finite, got {value!r}")
+            raise ConfigError(f"{owner}: hyperparameter {name!r} must be finite, got {value!r}")
         # Learning rates must be positive and decays non-negative (an optimiser would only
         # complain at its first step, after the run's files were written).
         if (name == "lr" or name.endswith("_lr")) and value <= 0:
-            raise ValueError(f"{owner}: hyperparameter {name!r} must be > 0, got {value!r}")
+            raise ConfigError(f"{owner}: hyperparameter {name!r} must be > 0, got {value!r}")
         if name.endswith("weight_decay") and value < 0:
-            raise ValueError(f"{owner}: hyperparameter {name!r} must be >= 0, got {value!r}")
+            raise ConfigError(f"{owner}: hyperparameter {name!r} must be >= 0, got {value!r}")
         return float(value)
     if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -77,7 +89,7 @@ def _coerce(name: str, default: Any, value: Any, owner: str) -> Any:
         return value
     if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
         return type(default)(value)
-    raise ValueError(
+    raise ConfigError(
         f"{owner}: hyperparameter {name!r} expects {type(default).__name__}, got {value!r}"
     )
 
@@ -85,30 +97,34 @@ def _coerce(name: str, default: Any, value: Any, owner: str) -> Any:
 def resolve(
     spec: Mapping[str, HParam], overrides: Mapping[str, Any] | None, owner: str
 ) -> dict[str, Any]:
-    """Defaults of `spec` overridden by `overrides`. Unknown keys raise a `ValueError` naming them."""
+    """Defaults of `spec` overridden by `overrides`, each checked against its default's type and
+    its choices. Unknown keys and bad values raise a `ConfigError` (a `ValueError`) naming them."""
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(spec))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{owner}: unknown hyperparameter(s) {', '.join(unknown)}; "
             f"known: {', '.join(sorted(spec))}"
         )
     out = {k: h.default for k, h in spec.items()}
     for k, v in overrides.items():
         out[k] = _coerce(k, spec[k].default, v, owner)
+        choices = spec[k].choices
+        if choices is not None and out[k] not in choices:
+            raise ConfigError(f"{owner}: hyperparameter {k} {v!r} is not one of: "
+                              f"{', '.join(map(str, choices))}")
     return out
 
 
 def sample(spec: Mapping[str, HParam], seed: int, owner: str) -> dict[str, Any]:
-    """Random hyperparameters for a sweep; seed 0 gives the defaults (DomainBed convention)."""
+    """Random hyperparameters for a sweep; seed 0 gives the defaults (DomainBed convention).
+
+    Each value is drawn from its own `random.Random(seed_hash(seed, owner, name))`: a draw
+    depends only on (draw seed, owner, hyperparameter name), so adding or removing a
+    hyperparameter, or another algorithm, changes no other value."""
     if seed == 0:
         return {k: h.default for k, h in spec.items()}
     return {k: h.sample(random.Random(seed_hash(seed, owner, k))) for k, h in spec.items()}
-
-
-def table(spec: Mapping[str, HParam]) -> Sequence[tuple[str, Any, str, str]]:
-    """(name, default, source, help) rows, for docs and `align train --help`."""
-    return [(k, h.default, h.source, h.help) for k, h in spec.items()]
 
 
 def markdown_table(spec: Mapping[str, HParam]) -> str:

@@ -21,7 +21,7 @@ Every default that the paper does not give is marked "our choice" (see docs/alig
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,27 +30,19 @@ from ..hparams import HParam
 from ..losses import fill_like, resize_mask, soft_bce, total_variation
 from ..maps import iou
 from ..models.masker import Masker
-from .base import ALGORITHMS, Batch
+from .base import ALGORITHMS, Batch, frozen
 from .dre import DRE
-
-GUIDANCE = ("masker", "fixed", "none")
-
-
-def _set_trainable(module: torch.nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
 
 
 @ALGORITHMS.register("align")
 class ALIGN(DRE):
     """DRE's classifier objective plus guidance of its Grad-CAM by a jointly trained masker."""
 
-    name = "align"
     HPARAMS = {
         **DRE.HPARAMS,
         "guidance": HParam("masker", "paper (ablations: none = DRE, fixed = m-SAM)",
                            "source of the Grad-CAM target: masker | fixed (masks folder: the "
-                           "m-SAM ablation) | none (= DRE)"),
+                           "m-SAM ablation) | none (= DRE)", choices=("masker", "fixed", "none")),
         "guide_weight": HParam(1.0, "our choice (lambda3; unknown in the paper)",
                                "weight of BCE(GradCAM, mask)", ("choice", [0.1, 0.5, 1.0, 2.0])),
         "sparsity_weight": HParam(0.2, "our choice (lambda1; unknown in the paper; one check at "
@@ -61,10 +53,11 @@ class ALIGN(DRE):
                                 ("log", 0.005, 0.5)),
         "fill": HParam("zero", "our choice (the paper's x (.) M read literally)",
                        "what replaces removed pixels in L_mask: zero (normalised-space zero = the "
-                       "mean colour) | blur (Gaussian 11 / sigma 5) | noise"),
+                       "mean colour) | blur (Gaussian 11 / sigma 5) | noise",
+                       choices=("zero", "blur", "noise")),
         "compare_at": HParam("cam", "our choice (GRADIA resizes the mask to the CAM)",
                              "where CAM and mask meet: cam (mask area-downsampled to the CAM's "
-                             "grid) | input (CAM bilinearly upsampled)"),
+                             "grid) | input (CAM bilinearly upsampled)", choices=("cam", "input")),
         "warmup_steps": HParam(2500, "our choice (paper: a long classifier warm-up, '200 epochs'; "
                                "50% of DRE's 5,000 steps)",
                                "classifier-only steps on CE + L_reg before the masker; the masker "
@@ -90,17 +83,13 @@ class ALIGN(DRE):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         hp = self.hparams
-        if hp["guidance"] not in GUIDANCE:
-            raise ValueError(f"algorithm 'align': guidance {hp['guidance']!r} not in {GUIDANCE}")
-        if hp["compare_at"] not in ("cam", "input"):
-            raise ValueError(f"algorithm 'align': compare_at {hp['compare_at']!r} not in (cam, input)")
-        fill_like(torch.zeros(1, 3, 11, 11), hp["fill"])  # fail now on an unknown fill
         self.masker = (Masker(hp["masker_width"], init_bias=hp["masker_init_bias"])
                        if hp["guidance"] == "masker" else None)
 
-    @property
-    def needs_masks(self) -> bool:  # type: ignore[override]
-        return self.hparams["guidance"] == "fixed"
+    @classmethod
+    def needs_masks(cls, hparams: Mapping[str, Any] | None = None) -> bool:
+        """Only the `fixed` ablation learns from a masks folder; the masker makes its own."""
+        return cls.resolve_hparams(hparams)["guidance"] == "fixed"
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         opts = super().build_optimizers()
@@ -130,28 +119,25 @@ class ALIGN(DRE):
     def losses(self, phase: str, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         if phase == "masker":
             return self.masker_losses(batch)
-        _set_trainable(self.classifier, True)
         return self.classifier_losses(batch, step)
 
     # ------------------------------------------------------------------ masker phase
     def masker_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """L_mask with the classifier frozen (eval mode, no parameter gradients)."""
         hp = self.hparams
-        _set_trainable(self.classifier, False)
-        self.classifier.eval()
         x, y = batch.x, batch.y
         m = self.masker(x)  # [B, 1, H, W]
         fill = fill_like(x, hp["fill"])
         keep = x * m + fill * (1 - m)
         drop = x * (1 - m) + fill * m
-        probs = F.softmax(self.classifier(torch.cat([keep, drop])), dim=1)  # one pass for both
-        p = probs.gather(1, torch.cat([y, y])[:, None]).squeeze(1)
+        with frozen(self.classifier) as classifier:
+            logits = classifier(torch.cat([keep, drop]))  # one pass for both
+        p = F.softmax(logits, dim=1).gather(1, torch.cat([y, y])[:, None]).squeeze(1)
         dist = p[: len(y)] - p[len(y):]
         l_dist = F.mse_loss(dist, torch.ones_like(dist))
         sparsity = m.abs().mean()
         smooth = total_variation(m)
         loss = l_dist + hp["sparsity_weight"] * sparsity + hp["smooth_weight"] * smooth
-        self.classifier.train()
         return {"loss": loss, "dist": l_dist, "sparsity": sparsity, "smooth": smooth,
                 "mask_area": m.detach().mean()}
 
@@ -176,8 +162,6 @@ class ALIGN(DRE):
             with torch.no_grad():
                 target = self.masker(batch.x)
         else:
-            if batch.mask is None:
-                raise ValueError("guidance 'fixed' needs masks in the batch (--masks DIR)")
             target = batch.mask
         if self.hparams["compare_at"] == "cam":
             target = resize_mask(target, cam.shape[-2:])

@@ -8,13 +8,18 @@ The loop (not the algorithm) owns backward, stepping, NaN checks, logging and ch
 
 This is DomainBed's `update(minibatches) -> dict` split in two so alternating schedules and
 several optimisers fit the same loop.
+
+The contract is enforced: `Algorithm` is an abstract base class (`abc.ABCMeta` with `nn.Module`),
+so a subclass that leaves `losses` (or `MaskGuided.explanation`, ...) unimplemented cannot be
+instantiated. `ALGORITHMS.register(name)` sets the class's `name`.
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
+import abc
+import contextlib
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -23,7 +28,7 @@ from ..hparams import HParam, resolve
 from ..models import Classifier, build_backbone
 from ..registry import Registry
 
-ALGORITHMS: Registry = Registry("algorithm")
+ALGORITHMS: Registry = Registry("algorithm", sets_name=True)
 
 
 @dataclass
@@ -31,17 +36,16 @@ class Batch:
     """One training minibatch, balanced over training domains.
 
     Attributes:
-        x: images [B, 3, H, W], normalised.
+        x: images [B, 3, H, W], normalised, grouped by training domain with the same number of
+            samples per domain (domain d is rows d*B/D .. (d+1)*B/D - 1).
         y: labels [B], int64.
-        domain: index of each sample's training domain in `0..n_domains-1` [B]; the batch is
-            grouped by domain with the same number of samples per domain.
-        mask: optional masks [B, 1, H, W] in [0, 1] (annotations or a precomputed mask source).
-        n_domains: number of training domains in the batch.
+        mask: masks [B, 1, H, W] in [0, 1] (annotations or a precomputed mask source); the trainer
+            guarantees them to an algorithm whose `needs_masks` is true, None otherwise.
+        n_domains: number of training domains D in the batch.
     """
 
     x: torch.Tensor
     y: torch.Tensor
-    domain: torch.Tensor
     mask: torch.Tensor | None = None
     n_domains: int = 1
 
@@ -60,7 +64,30 @@ COMMON_HPARAMS: dict[str, HParam] = {
 }
 
 
-class Algorithm(nn.Module):
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode with no parameter gradients inside the block, its previous mode and
+    `requires_grad` flags restored on exit, also on an exception.
+
+    For a pass through a network that another phase trains (ALIGN's masker phase, SGT's saliency
+    pass): BatchNorm keeps its statistics and autograd records no path to the parameters, so a
+    later backward through the block's outputs leaves them without gradients even though the
+    flags are restored by then.
+    """
+    was_training = module.training
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    module.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        module.train(was_training)
+
+
+class Algorithm(nn.Module, metaclass=abc.ABCMeta):
     """Base class. Subclasses set `HPARAMS` and implement `losses`.
 
     Args:
@@ -73,9 +100,10 @@ class Algorithm(nn.Module):
     """
 
     HPARAMS: ClassVar[Mapping[str, HParam]] = {}
-    #: True when the algorithm needs `batch.mask` (a masks folder or a mask source).
-    needs_masks: ClassVar[bool] = False
-    name: ClassVar[str] = "base"
+    #: Whether the algorithm learns from `batch.mask` (see `needs_masks`).
+    NEEDS_MASKS: ClassVar[bool] = False
+    #: The registry name, set by `ALGORITHMS.register`.
+    name: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -87,7 +115,7 @@ class Algorithm(nn.Module):
         freeze_bn: bool | None = None,
     ) -> None:
         super().__init__()
-        self.hparams = resolve(self.hparam_spec(), hparams, f"algorithm {self.name!r}")
+        self.hparams = self.resolve_hparams(hparams)
         self.num_classes = num_classes
         self.num_domains = num_domains
         self.classifier = Classifier(
@@ -96,7 +124,22 @@ class Algorithm(nn.Module):
 
     @classmethod
     def hparam_spec(cls) -> dict[str, HParam]:
+        """Every hyperparameter the algorithm has: the loop's shared ones and its own."""
         return {**COMMON_HPARAMS, **cls.HPARAMS}
+
+    @classmethod
+    def resolve_hparams(cls, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The defaults overridden by `overrides`, checked (unknown keys, types, choices), without
+        building any network."""
+        return resolve(cls.hparam_spec(), overrides, f"algorithm {cls.name!r}")
+
+    @classmethod
+    def needs_masks(cls, hparams: Mapping[str, Any] | None = None) -> bool:
+        """Whether training with these hyperparameters (overrides of the defaults) learns from
+        masks. A question to the class, answered without building networks: the trainer asks it
+        once, before anything is written, and refuses a run without masks; the algorithms then
+        rely on `batch.mask`."""
+        return cls.NEEDS_MASKS
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """One optimiser per phase name. Created once; the loop checkpoints their state."""
@@ -128,7 +171,7 @@ class Algorithm(nn.Module):
         """
         return 0
 
-    @abstractmethod
+    @abc.abstractmethod
     def losses(self, phase: str, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         """Named loss terms for `phase`; must include the total `"loss"` to back-propagate."""
 
@@ -140,10 +183,3 @@ class Algorithm(nn.Module):
     def eval_terms(self, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Extra per-sample evaluation scores (e.g. the masker's IoU); values [B]. Default none."""
         return {}
-
-    def extra_state(self) -> dict[str, Any]:
-        """Non-parameter state to checkpoint (e.g. GroupDRO's weights are buffers already)."""
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass

@@ -39,14 +39,6 @@ from ..hparams import HParam
 from ..losses import same_class_partners, same_class_permutation
 from .base import ALGORITHMS, Algorithm, Batch
 
-_CHOICES = {
-    "mix_lambda": ("per_sample", "per_step"),
-    "sparsity_form": ("dre", "mean"),
-    "pairing": ("permutation", "distinct"),
-    "reduction": ("per_class", "batch"),
-}
-
-
 def cam_sparsity(cam: torch.Tensor, form: str) -> torch.Tensor:
     """Per-sample sparsity of maps [B, C, h, w] -> [B].
 
@@ -65,7 +57,6 @@ def cam_sparsity(cam: torch.Tensor, form: str) -> torch.Tensor:
 class DRE(Algorithm):
     """CE plus DRE's same-class mixup explanation-consistency regulariser."""
 
-    name = "dre"
     HPARAMS = {
         "reg_weight": HParam(1.0, "DRE code (lambda4 in ALIGN; unknown in the paper)",
                              "weight of L_reg; 0 disables it (the 'no L_reg' ablation)",
@@ -76,7 +67,7 @@ class DRE(Algorithm):
         "mixce_weight": HParam(0.1, "DRE code (dre/train.py)", "weight of the mixup cross-entropy"),
         "mix_lambda": HParam("per_sample", "DRE code (dre/mixuploss.py: Beta.rsample((n, 1, 1)))",
                              "per_sample: one lam per sample; per_step: one lam per batch "
-                             "(our earlier choice)"),
+                             "(our earlier choice)", choices=("per_sample", "per_step")),
         "cam_relu": HParam(False, "DRE code (Captum LayerGradCam, relu_attributions=False)",
                            "apply ReLU to the Grad-CAM before min-max normalisation"),
         "cam_weight_grad": HParam(False, "DRE code (Captum LayerGradCam: plain autograd.grad, "
@@ -85,22 +76,18 @@ class DRE(Algorithm):
                                   "(second-order autograd; our earlier choice)"),
         "sparsity_form": HParam("dre", "DRE code (dre/mixuploss.py: linalg.norm ord=1, dim=(1, 2))",
                                 "dre: mean over columns of max_rows |cam|; mean: mean |cam| "
-                                "(our earlier choice, the L1 norm DRE likely meant)"),
+                                "(our earlier choice, the L1 norm DRE likely meant)",
+                                choices=("dre", "mean")),
         "pairing": HParam("permutation", "DRE code (dre/mixuploss.py: randperm within each class)",
                           "permutation: randperm within the class, self-pairs possible; distinct: "
-                          "another sample of the class unless alone (our earlier choice)"),
+                          "another sample of the class unless alone (our earlier choice)",
+                          choices=("permutation", "distinct")),
         "reduction": HParam("per_class", "DRE code (dre/mixuploss.py: per-class means, summed, "
                             "divided by the number of classes K)",
                             "per_class: each class's mean, summed, / K (all classes, also absent "
-                            "ones); batch: means over the batch (our earlier choice)"),
+                            "ones); batch: means over the batch (our earlier choice)",
+                            choices=("per_class", "batch")),
     }
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        for key, choices in _CHOICES.items():
-            if self.hparams[key] not in choices:
-                raise ValueError(f"algorithm {self.name!r}: {key} {self.hparams[key]!r} "
-                                 f"not in {choices}")
 
     # ------------------------------------------------------------------ random draws
     def draw_partners(self, y: torch.Tensor) -> torch.Tensor:

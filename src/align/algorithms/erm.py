@@ -12,8 +12,6 @@ from .base import ALGORITHMS, Algorithm, Batch
 class ERM(Algorithm):
     """Cross-entropy on the concatenated, domain-balanced batch (DomainBed's ERM)."""
 
-    name = "erm"
-
     def losses(self, phase: str, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         ce = F.cross_entropy(self.classifier(batch.x), batch.y)
         return {"loss": ce, "ce": ce}

@@ -37,7 +37,6 @@ def gradia_loss(cam: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class GRADIA(MaskGuided):
     """CE plus the L1 distance between the Grad-CAM and the blurred, resized mask."""
 
-    name = "gradia"
     HPARAMS = {**MaskGuided.HPARAMS}
 
     def explanation(self, cam: torch.Tensor, mask: torch.Tensor

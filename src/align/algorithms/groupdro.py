@@ -25,7 +25,6 @@ from .base import ALGORITHMS, Algorithm, Batch
 class GroupDRO(Algorithm):
     """Exponentiated-gradient weights on the per-domain risks (DomainBed)."""
 
-    name = "groupdro"
     HPARAMS = {
         "groupdro_eta": HParam(1e-2, "DomainBed", "step size of the domain weights q",
                                ("log", 1e-3, 1e-1)),

@@ -39,7 +39,6 @@ def haics_loss(cam: torch.Tensor, mask: torch.Tensor, eps: float) -> torch.Tenso
 class HAICS(MaskGuided):
     """CE plus the BCE between the Grad-CAM and the mask on annotated pixels."""
 
-    name = "haics"
     HPARAMS = {
         **MaskGuided.HPARAMS,
         "bce_eps": HParam(1e-3, "our choice (as ALIGN's bce_eps)",

@@ -43,7 +43,6 @@ def irm_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class IRM(Algorithm):
     """Cross-entropy plus the IRMv1 penalty across training domains (DomainBed)."""
 
-    name = "irm"
     HPARAMS = {
         "irm_lambda": HParam(1e2, "DomainBed", "penalty weight after the anneal",
                              ("log", 1e-1, 1e5)),

@@ -21,7 +21,7 @@ Departures shared by all four (see docs/baselines.md):
 
 from __future__ import annotations
 
-from abc import abstractmethod
+import abc
 
 import torch
 import torch.nn.functional as F
@@ -34,18 +34,13 @@ from .base import Algorithm, Batch
 class MaskGuided(Algorithm):
     """CE plus an explanation loss between the label's Grad-CAM and the batch's masks."""
 
-    needs_masks = True
+    NEEDS_MASKS = True
     HPARAMS = {
         "guide_weight": HParam(1.0, "GRADIA / RES code (task + attention loss, unweighted)",
                                "weight of the explanation loss", ("log", 0.1, 10.0)),
         "cam_relu": HParam(False, "GRADIA / RES code (min-max of the raw CAM, no ReLU)",
                            "apply ReLU to the Grad-CAM before min-max normalisation"),
     }
-
-    def masks_of(self, batch: Batch) -> torch.Tensor:
-        if batch.mask is None:
-            raise ValueError(f"algorithm {self.name!r} needs masks in the batch (--masks DIR)")
-        return batch.mask
 
     def cam_pass(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [B, K] and the label's normalised Grad-CAM [B, 1, h, w], differentiable."""
@@ -54,14 +49,13 @@ class MaskGuided(Algorithm):
                                     relu=self.hparams["cam_relu"], normalize=True)
         return logits, cam
 
-    @abstractmethod
+    @abc.abstractmethod
     def explanation(self, cam: torch.Tensor, mask: torch.Tensor
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(L_exp, its named parts) for CAMs [B, 1, h, w] and masks [B, 1, H, W] in [0, 1]."""
 
     def losses(self, phase: str, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        mask = self.masks_of(batch)
         logits, cam = self.cam_pass(batch.x, batch.y)
         ce = F.cross_entropy(logits, batch.y)
-        exp, terms = self.explanation(cam, mask)
+        exp, terms = self.explanation(cam, batch.mask)
         return {"loss": ce + self.hparams["guide_weight"] * exp, "ce": ce, "exp": exp, **terms}

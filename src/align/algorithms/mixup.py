@@ -41,7 +41,6 @@ def mixup_objective(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, lam: t
 class Mixup(Algorithm):
     """Inter-domain mixup of the domain minibatches (DomainBed)."""
 
-    name = "mixup"
     HPARAMS = {
         "mixup_alpha": HParam(0.2, "DomainBed", "lam ~ Beta(alpha, alpha), one lam per pair",
                               ("log", 0.1, 10.0)),

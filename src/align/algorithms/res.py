@@ -30,7 +30,7 @@ default 0) is left out.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import abc
 
 import torch
 import torch.nn.functional as F
@@ -75,9 +75,8 @@ def res_robust_loss(cam: torch.Tensor, label: torch.Tensor, a: float, eta: float
 
 
 class RES(MaskGuided):
-    """CE plus RES's robust loss and its imputed-mask L1; `VARIANT` picks the imputation."""
+    """CE plus RES's robust loss and its imputed-mask L1; subclasses give the imputation."""
 
-    VARIANT: ClassVar[str] = ""
     HPARAMS = {
         **MaskGuided.HPARAMS,
         "a": HParam(0.75, "RES code (argparse default of --a; its loop solves a per batch)",
@@ -86,30 +85,10 @@ class RES(MaskGuided):
                       "slack of the hinge ReLU(L - eta)", ("choice", [0.0, 0.05, 0.1, 0.2])),
     }
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if self.VARIANT not in ("gaussian", "learned"):
-            raise ValueError(f"RES variant {self.VARIANT!r} not in (gaussian, learned)")
-        k = 2 * SUBCELLS
-        self.imputer = (nn.Conv2d(1, 1, k, stride=SUBCELLS, padding=SUBCELLS // 2)
-                        if self.VARIANT == "learned" else None)
-
-    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        if self.imputer is None:
-            return super().build_optimizers()
-        # RES-L's imputer trains jointly with the classifier, in the same phase and optimiser.
-        params = list(self.classifier.parameters()) + list(self.imputer.parameters())
-        return {"classifier": torch.optim.Adam(params, lr=self.hparams["lr"],
-                                               weight_decay=self.hparams["weight_decay"])}
-
+    @abc.abstractmethod
     def imputed(self, mask: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """M~ [B, 1, h, w]: the imputed mask at the CAM's grid `label.shape[-2:]`."""
-        if self.imputer is None:  # RES-G
-            return normalize_by_max(binomial_blur3((label > 0).to(label.dtype)))
-        h, w = label.shape[-2:]
-        binary = (mask >= 0.5).to(mask.dtype)
-        out = self.imputer(resize_mask(binary, (SUBCELLS * h, SUBCELLS * w)))
-        return normalize_cam(out)
+        """M~ [B, 1, h, w]: the imputed mask at the CAM's grid `label.shape[-2:]`, from masks
+        [B, 1, H, W] in [0, 1] and their labels `res_labels` [B, 1, h, w]."""
 
     def explanation(self, cam: torch.Tensor, mask: torch.Tensor
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -127,13 +106,26 @@ class RES(MaskGuided):
 class RESG(RES):
     """RES-G: RES with the Gaussian-blurred mask as the imputed target."""
 
-    name = "res_g"
-    VARIANT = "gaussian"
+    def imputed(self, mask: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return normalize_by_max(binomial_blur3((label > 0).to(label.dtype)))
 
 
 @ALGORITHMS.register("res_l")
 class RESL(RES):
     """RES-L: RES with a learned strided-convolution imputation of the mask."""
 
-    name = "res_l"
-    VARIANT = "learned"
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.imputer = nn.Conv2d(1, 1, 2 * SUBCELLS, stride=SUBCELLS, padding=SUBCELLS // 2)
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        # RES-L's imputer trains jointly with the classifier, in the same phase and optimiser.
+        params = list(self.classifier.parameters()) + list(self.imputer.parameters())
+        return {"classifier": torch.optim.Adam(params, lr=self.hparams["lr"],
+                                               weight_decay=self.hparams["weight_decay"])}
+
+    def imputed(self, mask: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        h, w = label.shape[-2:]
+        binary = (mask >= 0.5).to(mask.dtype)
+        out = self.imputer(resize_mask(binary, (SUBCELLS * h, SUBCELLS * w)))
+        return normalize_cam(out)

@@ -45,8 +45,7 @@ def rrr_terms(model: nn.Module, x: torch.Tensor, irrelevant: torch.Tensor
 class RRR(Algorithm):
     """CE plus the squared input gradient of the summed log-probabilities outside the mask."""
 
-    name = "rrr"
-    needs_masks = True
+    NEEDS_MASKS = True
     HPARAMS = {
         "guide_weight": HParam(10.0, "our choice (RRR code: l2_grads 1000 on MNIST, chosen to "
                                "balance the two terms; not transferable to 224 px inputs)",
@@ -55,8 +54,6 @@ class RRR(Algorithm):
     }
 
     def losses(self, phase: str, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        if batch.mask is None:
-            raise ValueError("algorithm 'rrr' needs masks in the batch (--masks DIR)")
         logits, penalty = rrr_terms(self.classifier, batch.x, 1 - batch.mask)
         ce = F.cross_entropy(logits, batch.y)
         return {"loss": ce + self.hparams["guide_weight"] * penalty, "ce": ce, "rrr": penalty}

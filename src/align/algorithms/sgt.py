@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..hparams import HParam
-from .base import ALGORITHMS, Algorithm, Batch
+from .base import ALGORITHMS, Algorithm, Batch, frozen
 
 FILLS = ("noise", "mean")
 
@@ -75,7 +76,6 @@ def fill_masked(x: torch.Tensor, mask: torch.Tensor, fill: str) -> torch.Tensor:
 class SGT(Algorithm):
     """CE plus the KL between predictions on the image and on its low-saliency-masked copy."""
 
-    name = "sgt"
     HPARAMS = {
         "mask_fraction": HParam(0.1, "SGT code (--featuresDroped default, MNIST/CIFAR/BIRD)",
                                 "fraction of pixels masked per image",
@@ -85,24 +85,20 @@ class SGT(Algorithm):
         "saliency_abs": HParam(True, "SGT paper (lowest |saliency|); SGT code default: signed",
                                "rank pixels by |channel-mean gradient| (false: signed)"),
         "fill": HParam("noise", "SGT paper (random values in [min, max]); code default: mean",
-                       "masked pixels get uniform noise in the channel's range | the channel mean"),
+                       "masked pixels get uniform noise in the channel's range | the channel mean",
+                       choices=FILLS),
     }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if self.hparams["fill"] not in FILLS:
-            raise ValueError(f"algorithm 'sgt': fill {self.hparams['fill']!r} not in {FILLS}")
         if not 0 < self.hparams["mask_fraction"] < 1:
-            raise ValueError("algorithm 'sgt': mask_fraction must lie in (0, 1)")
+            raise ConfigError(f"algorithm 'sgt': hyperparameter 'mask_fraction' must lie in "
+                              f"(0, 1), got {self.hparams['mask_fraction']}")
 
     def masked_input(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x~ [B, C, H, W] detached, the boolean mask of replaced pixels [B, 1, H, W])."""
-        was_training = self.classifier.training
-        self.classifier.eval()  # SGT code: saliency in eval mode (no BatchNorm update)
-        try:
-            sal = input_saliency(self.classifier, x, y, self.hparams["saliency_abs"])
-        finally:
-            self.classifier.train(was_training)
+        with frozen(self.classifier) as model:  # SGT code: saliency in eval mode (no BN update)
+            sal = input_saliency(model, x, y, self.hparams["saliency_abs"])
         mask = lowest_saliency_mask(sal, self.hparams["mask_fraction"])
         return fill_masked(x.detach(), mask, self.hparams["fill"]), mask
 

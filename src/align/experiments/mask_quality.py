@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .. import io
-from ..algorithms import build_algorithm
+from ..algorithms import ALGORITHMS
 from ..config import TrainConfig
 from ..masks import build_mask_folder, read_record
 from ..report.stats import MeanStd, format_mean_std, mean_std
@@ -53,9 +53,7 @@ SUPERVISED_HPARAMS: dict[str, dict] = {"align": {"guidance": "fixed"}}
 
 def check_method(method: str) -> None:
     """Refuse an algorithm that would ignore the masks (the experiment would be meaningless)."""
-    algo = build_algorithm(method, backbone="smallcnn", num_classes=2, num_domains=1,
-                           hparams=SUPERVISED_HPARAMS.get(method, {}))
-    if not algo.needs_masks:
+    if not ALGORITHMS.get(method).needs_masks(SUPERVISED_HPARAMS.get(method, {})):
         raise ValueError(
             f"algorithm {method!r} does not learn from masks, so mask quality cannot affect it; "
             "choose a mask-supervised one (e.g. gradia, haics, rrr, res_g, align)"
