@@ -9,10 +9,11 @@ import torch
 
 from align import io
 from align.config import make_config, read_config_file
-from align.hparams import HParam, resolve, sample, seed_hash
+from align.hparams import HParam, resolve, sample
 from align.registry import Registry
+from align.seeding import seed_hash
 from align.training.protocols import make_protocol
-from align.training.selection import summarize, training_domain_validation
+from align.training.selection import SELECTION_METHODS, summarize
 
 
 def test_registry_refuses_duplicates_and_names_choices():
@@ -41,6 +42,85 @@ def test_hparam_sampling_is_seeded_per_name():
     s2 = sample({**spec, "c": HParam(0.0, "x", search=("uniform", 0, 1))}, 5, "o")
     assert s1["a"] == s2["a"] and s1["b"] == s2["b"]
     assert seed_hash(1, "x") == seed_hash(1, "x") != seed_hash(2, "x")
+
+
+def test_seed_hash_known_answers():
+    """Pinned: data splits, data order and sweep draws all depend on these values, so a change of
+    the hash would silently change every run's split."""
+    assert seed_hash(0, "A") == 1560136875
+    assert seed_hash(1, "x") == 844883294
+    assert seed_hash(3, "A", "val") == 43762058
+    from align import hparams
+
+    assert hparams.seed_hash is seed_hash  # still importable from hparams
+
+
+def test_hparam_sample_known_answer_per_algorithm_draw_and_name():
+    """A sweep draw is a function of (draw seed, algorithm, hyperparameter name) alone."""
+    from align.algorithms import ALGORITHMS
+
+    spec = ALGORITHMS.get("irm").hparam_spec()
+    got = sample(spec, 1, "irm")
+    assert got["lr"] == pytest.approx(2.7077422664548503e-04, rel=1e-12)  # log [1e-5, 1e-3]
+    assert got["weight_decay"] == pytest.approx(4.8724143545818866e-06, rel=1e-12)
+    assert got["irm_lambda"] == pytest.approx(9107.39601626599, rel=1e-12)
+    assert got["irm_penalty_anneal_iters"] == 10 and got["dropout"] == 0.0  # no search: default
+    assert sample(spec, 1, "erm")["lr"] != got["lr"]  # another algorithm, another draw
+    assert sample({"lr": spec["lr"]}, 1, "irm") == {"lr": got["lr"]}  # the others do not matter
+    assert sample(spec, 0, "irm") == {k: h.default for k, h in spec.items()}
+
+
+@pytest.mark.parametrize("draw", [1, 2, 3])
+def test_every_algorithms_sweep_draws_are_valid_hyperparameters(draw):
+    from align.algorithms import ALGORITHMS
+
+    for name in ALGORITHMS:
+        cls = ALGORITHMS.get(name)
+        drawn = sample(cls.hparam_spec(), draw, name)
+        assert cls.resolve_hparams(drawn) == drawn, name
+
+
+def test_hparam_choices_are_checked_naming_key_and_value():
+    spec = {"mode": HParam("a", "x", choices=("a", "b")), "n": HParam(1, "x")}
+    assert resolve(spec, {"mode": "b"}, "algo")["mode"] == "b"
+    with pytest.raises(ValueError, match="algo: hyperparameter mode 'c' is not one of: a, b"):
+        resolve(spec, {"mode": "c"}, "algo")
+    # A declaration that contradicts itself fails when it is written, not in a sweep.
+    with pytest.raises(ValueError, match="not among choices"):
+        HParam("z", "x", choices=("a", "b"))
+    with pytest.raises(ValueError, match="search kind 'grid'"):
+        HParam(1.0, "x", search=("grid", [1.0]))
+
+
+def test_every_declared_choice_is_enforced():
+    """Every algorithm's hyperparameters with choices refuse another value, before any network
+    is built (ALIGN's `fill` used to be checked by filling a dummy tensor)."""
+    from align.algorithms import ALGORITHMS
+
+    checked = 0
+    for name in ALGORITHMS:
+        cls = ALGORITHMS.get(name)
+        for key, h in cls.hparam_spec().items():
+            if h.choices is not None:
+                with pytest.raises(ValueError, match=f"{key} 'bogus' is not one of"):
+                    cls.resolve_hparams({key: "bogus"})
+                checked += 1
+    assert checked >= 8  # dre's four (also align's), align's three, sgt's fill
+
+
+def test_registry_sets_names_and_unknown_names_read_plainly():
+    class Thing:
+        pass
+
+    reg = Registry("thing", sets_name=True)
+    reg.register("t")(Thing)
+    assert Thing.name == "t"
+    with pytest.raises(KeyError) as err:
+        reg.get("u")
+    assert str(err.value) == "unknown thing 'u'; choose one of: t"  # not a quoted repr
+    from align.errors import UserError
+
+    assert isinstance(err.value, UserError)
 
 
 def test_config_file_unknown_key_is_an_error(tmp_path):
@@ -74,13 +154,32 @@ def test_protocols():
         make_protocol("lodo", doms, ["Z"], [])
 
 
+def test_protocols_are_registered_with_their_splits_and_roles():
+    from align.training.protocols import PROTOCOLS
+
+    assert PROTOCOLS.names() == ["lodo", "single_source", "in_distribution"]
+    lodo, ind = PROTOCOLS.get("lodo"), PROTOCOLS.get("in_distribution")
+    assert lodo.roles(["B_in"], ["A_out"]) == [("B_in", "ood"), ("A_out", "in_domain")]
+    assert ind.roles(["A_out"], ["A_val"]) == [("A_out", "in_domain")]
+    assert ind.carves_val and not lodo.carves_val
+    # A domain list the protocol would ignore is refused (it used to be dropped silently).
+    with pytest.raises(ValueError, match="protocol 'lodo' takes no 'train_domains'"):
+        make_protocol("lodo", ["A", "B"], ["B"], ["A"])
+    with pytest.raises(ValueError, match="single_source' needs exactly 1 'train_domains'"):
+        make_protocol("single_source", ["A", "B"], [], ["A", "B"])
+    with pytest.raises(ValueError, match="in_distribution' takes no 'test_domains'"):
+        make_config(data="d", out="o", protocol="in_distribution", test_domains=["A"])
+    with pytest.raises(KeyError, match="unknown protocol 'x'"):
+        make_protocol("x", ["A"], [], [])
+
+
 def test_selection_picks_best_validation_and_last():
     recs = [
         {"step": 1, "acc": {"A_out": 0.5, "B_in": 0.9}},
         {"step": 2, "acc": {"A_out": 0.8, "B_in": 0.4}},
         {"step": 3, "acc": {"A_out": 0.8, "B_in": 0.7}},  # tie: the earlier step wins
     ]
-    assert training_domain_validation(recs, ["A_out"])["step"] == 2
+    assert SELECTION_METHODS.get("training_domain_validation").select(recs, ["A_out"])["step"] == 2
     s = summarize(recs, {"val_keys": ["A_out"], "test_keys": ["B_in"]})
     assert s["training_domain_validation"]["test_acc"] == 0.4
     assert s["last"]["step"] == 3 and s["last"]["test_acc"] == 0.7

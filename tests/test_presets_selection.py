@@ -21,7 +21,7 @@ from align.hparams import resolve
 from align.training.presets import PRESETS
 from align.training.loop import Trainer
 from align.training.rundir import RunDir
-from align.training.selection import CRITERIA, lowest_val_loss, summarize, val_loss
+from align.training.selection import SELECTION_METHODS, summarize, val_loss
 from align.ui import print_summary
 
 from conftest import tiny_config
@@ -45,19 +45,20 @@ def test_val_loss_is_size_weighted_and_picks_another_record_than_the_unweighted_
     # mean of the two splits would prefer step 2 (1.25 vs 0.55).
     assert val_loss(recs[0], VAL) == pytest.approx(70 / 110)
     assert val_loss(recs[1], VAL) == pytest.approx(83 / 110)
-    assert lowest_val_loss(recs, VAL)["step"] == 1  # step 3 ties: the earlier record wins
+    assert SELECTION_METHODS.get("val_loss").select(recs, VAL)["step"] == 1  # step 3 ties: the earlier record wins
     s = summarize(recs, PROTO)
     assert s["val_loss"]["step"] == 1 and s["val_loss"]["test_acc"] == pytest.approx(0.1)
     assert s["val_loss"]["val_loss"] == pytest.approx(70 / 110)
     assert s["last"]["val_loss"] == pytest.approx(70 / 110)
     assert list(s) == ["objective_start", "training_domain_validation", "val_loss", "last"]
-    assert not CRITERIA["val_loss"].higher_is_better and CRITERIA["training_domain_validation"].higher_is_better
+    assert not SELECTION_METHODS.get("val_loss").higher_is_better
+    assert SELECTION_METHODS.get("training_domain_validation").higher_is_better
 
 
 def test_records_without_ce_are_skipped_and_old_runs_still_summarise():
     old = {k: v for k, v in _rec(1, 0.1, 0.1).items() if k not in ("ce", "n")}
     assert val_loss(old, VAL) is None
-    assert lowest_val_loss([old, _rec(2, 0.8, 0.3)], VAL)["step"] == 2
+    assert SELECTION_METHODS.get("val_loss").select([old, _rec(2, 0.8, 0.3)], VAL)["step"] == 2
     # Records from before `ce` (the golden run's without it): no val_loss entry, the rest as
     # before.
     records = [{k: v for k, v in r.items() if k not in ("ce", "n")}
@@ -145,7 +146,8 @@ def test_loop_records_mean_ce_and_counts(tiny_synth, tmp_path, monkeypatch):
     assert all(v == pytest.approx(math.log(4)) for v in rec["ce"].values())
 
 
-@pytest.mark.parametrize("selection,best_step", [("val_loss", 1), ("training_domain_validation", 2)])
+@pytest.mark.parametrize("selection,best_step", [("val_loss", 1), ("training_domain_validation", 2),
+                                               ("last", 3)])
 def test_best_checkpoint_follows_the_configured_selection(tiny_synth, tmp_path, monkeypatch,
                                                           selection, best_step):
     trainer = Trainer(tiny_config(tiny_synth, tmp_path / "r", steps=3, eval_every=1,

@@ -197,6 +197,21 @@ def test_align_on_a_dataset_without_masks(tiny_synth, tmp_path):
     assert "masker_iou" not in last["eval"]
 
 
+@pytest.mark.parametrize("algorithm,hparams", [("rrr", {}), ("gradia", {}),
+                                               ("align", {"guidance": "fixed"})])
+def test_an_algorithm_that_needs_masks_is_refused_without_them(tiny_synth, tmp_path, monkeypatch,
+                                                               algorithm, hparams):
+    """The trainer asks the class once, before building a network or writing anything; the
+    algorithms then rely on `batch.mask` (they used to check every batch, each its own way)."""
+    import align.training.loop as loop
+
+    monkeypatch.setattr(loop, "build_algorithm", lambda *a, **k: pytest.fail("network built"))
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=f"algorithm '{algorithm}' needs masks: pass --masks"):
+        Trainer(tiny_config(tiny_synth, run, masks=None, algorithm=algorithm, hparams=hparams))
+    assert not run.exists()
+
+
 def test_in_distribution_validation_split_is_disjoint_from_train_and_test(tiny_synth, tmp_path):
     t = Trainer(tiny_config(tiny_synth, tmp_path / "r", protocol="in_distribution", test_domains=[]))
     for d, s in t.splits.items():

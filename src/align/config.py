@@ -18,10 +18,11 @@ from typing import Any
 
 import yaml
 
+from .data.presets import PRESETS as DATASET_PRESETS
+from .errors import ConfigError
 from .training.presets import PRESETS as TRAINING_PRESETS
-from .training.selection import CRITERIA
-
-PROTOCOLS = ("lodo", "single_source", "in_distribution")
+from .training.protocols import PROTOCOLS
+from .training.selection import SELECTION_METHODS
 
 
 @dataclass
@@ -34,7 +35,7 @@ class TrainConfig:
     dataset: str | None = None  # preset to validate against: vlcs | terra_incognita
     domains: list[str] | None = None  # optional subset of the data's domains to use
     algorithm: str = "erm"
-    protocol: str = "lodo"  # lodo | single_source | in_distribution
+    protocol: str = "lodo"  # a name in training.protocols.PROTOCOLS
     test_domains: list[str] = field(default_factory=list)  # lodo: the held-out domain(s)
     train_domains: list[str] = field(default_factory=list)  # single_source: the one source
     steps: int = 5001  # DomainBed default
@@ -60,7 +61,8 @@ class TrainConfig:
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
-        """Check values that do not need the data; raise ValueError naming the key.
+        """Check values that do not need the data; raise a ConfigError (a ValueError) naming the
+        key.
 
         Types first, strictly, from the field annotations: an integer field refuses 10.0 (YAML's
         `1e1`) and "ten", a boolean refuses "no", a list refuses a plain string (which would be
@@ -68,36 +70,27 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), _HINTS[f.name])
         if not self.data:
-            raise ValueError("config: 'data' (the dataset folder) is required")
+            raise ConfigError("config: 'data' (the dataset folder) is required")
         if not self.out:
-            raise ValueError("config: 'out' (the run directory) is required")
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"config: protocol {self.protocol!r} is not one of {PROTOCOLS}")
-        if self.selection not in CRITERIA:
-            raise ValueError(f"config: selection {self.selection!r} is not one of "
-                             f"{', '.join(CRITERIA)}")
-        if self.preset is not None and self.preset not in TRAINING_PRESETS:
-            raise ValueError(f"config: preset {self.preset!r} is not one of "
-                             f"{', '.join(TRAINING_PRESETS.names())}")
+            raise ConfigError("config: 'out' (the run directory) is required")
+        for key, registry in (("protocol", PROTOCOLS), ("selection", SELECTION_METHODS),
+                              ("preset", TRAINING_PRESETS), ("dataset", DATASET_PRESETS)):
+            value = getattr(self, key)
+            if value is not None and value not in registry:
+                raise ConfigError(f"config: {key} {value!r} is not one of: {', '.join(registry)}")
         for key in ("steps", "image_size", "batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, key) < 1:
-                raise ValueError(f"config: {key!r} must be >= 1, got {getattr(self, key)}")
+                raise ConfigError(f"config: {key!r} must be >= 1, got {getattr(self, key)}")
         if self.num_workers < 0:
-            raise ValueError(f"config: 'num_workers' must be >= 0, got {self.num_workers}")
+            raise ConfigError(f"config: 'num_workers' must be >= 0, got {self.num_workers}")
         if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"config: 'holdout_fraction' must be in (0, 1), got {self.holdout_fraction}"
             )
         for name in self.eval_masks:
             if not str(name).isidentifier():
-                raise ValueError(f"config: 'eval_masks' names must be plain words, got {name!r}")
-        if self.protocol == "lodo" and not self.test_domains:
-            raise ValueError("config: protocol 'lodo' needs 'test_domains' (--test-domains)")
-        if self.protocol == "single_source" and len(self.train_domains) != 1:
-            raise ValueError(
-                "config: protocol 'single_source' needs exactly one 'train_domains' entry "
-                f"(--train-domains), got {self.train_domains}"
-            )
+                raise ConfigError(f"config: 'eval_masks' names must be plain words, got {name!r}")
+        PROTOCOLS.get(self.protocol).check_domains(self.test_domains, self.train_domains)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,7 +139,7 @@ def _matches(value: Any, hint: Any) -> bool:
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
     if not _matches(value, hint):
-        raise ValueError(f"config: {name!r} must be {_type_name(hint)}, got {value!r}")
+        raise ConfigError(f"config: {name!r} must be {_type_name(hint)}, got {value!r}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -158,13 +151,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"config file {path} is not valid {path.suffix or 'YAML'}: {e}") from None
+        raise ConfigError(f"config file {path} is not valid {path.suffix or 'YAML'}: {e}") from None
     data = data or {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping of keys to values")
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     unknown = sorted(set(data) - FIELDS)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"config file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}"
         )
     return data
@@ -198,6 +191,6 @@ def make_config(file: str | Path | None = None, *, preset: str | None = None,
     _merge(values, {k: v for k, v in from_file.items() if k != "preset"})
     for k, v in overrides.items():
         if k not in FIELDS:
-            raise ValueError(f"unknown config key {k!r}")
+            raise ConfigError(f"unknown config key {k!r}")
         _merge(values, {k: v})
     return TrainConfig(**values).validate()

@@ -22,24 +22,25 @@ import torch
 import torch.nn.functional as F
 
 from .. import io
-from ..algorithms import Algorithm, Batch, build_algorithm
+from ..algorithms import ALGORITHMS, Algorithm, Batch, build_algorithm
 from ..config import TrainConfig
 from ..data.dataset import ImageDataset
 from ..data.folder import DomainFolder, scan_domainbed
 from ..data.loaders import make_eval_loader, make_train_loader
 from ..data.splits import make_splits, split_indices, splits_from_record, splits_record
 from ..data.transforms import build_transform
-from ..hparams import seed_hash
+from ..errors import ConfigError, UserError
+from ..seeding import seed_hash
 from .protocols import Protocol, make_protocol
 from .rundir import RunDir, RunLock, environment
-from .selection import CRITERIA, summarize
+from .selection import SELECTION_METHODS, summarize
 
 
 #: Version of last.pt's layout (1: adds the evaluation records and the best step).
 CHECKPOINT_FORMAT = 1
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError, RuntimeError):
     """A loss term became NaN or infinite; training stops before any update or checkpoint."""
 
 
@@ -48,7 +49,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
     return dev
 
 
@@ -118,23 +119,25 @@ class Trainer:
             config.protocol, self.folder.domains, config.test_domains, config.train_domains
         )
         self.device = resolve_device(config.device)
+        # Asked once, here: the algorithms then rely on every batch having masks.
+        needs_masks = ALGORITHMS.get(config.algorithm).needs_masks(config.hparams)
+        if needs_masks and config.masks is None:
+            raise ConfigError(f"algorithm {config.algorithm!r} needs masks: pass --masks DIR")
+        if needs_masks and len(self.folder.empty_masks) == len(self.folder.samples):
+            # Every mask empty: the explanation loss would be 0 and the run plain ERM, silently.
+            raise ConfigError(
+                f"algorithm {config.algorithm!r} learns from masks, but every mask under "
+                f"{self.folder.masks_root} is empty (no pixel on); check that the masks folder "
+                "is the right one and that masks are saved on a 0..255 scale")
         torch.manual_seed(config.seed)
         self.algorithm: Algorithm = build_algorithm(
             config.algorithm, backbone=config.backbone, num_classes=len(self.folder.classes),
             num_domains=len(self.protocol.train_domains), hparams=config.hparams,
             pretrained=config.pretrained, freeze_bn=config.freeze_bn,
         ).to(self.device)
-        if self.algorithm.needs_masks and config.masks is None:
-            raise ValueError(f"algorithm {config.algorithm!r} needs masks: pass --masks DIR")
-        if self.algorithm.needs_masks and len(self.folder.empty_masks) == len(self.folder.samples):
-            # Every mask empty: the explanation loss would be 0 and the run plain ERM, silently.
-            raise ValueError(
-                f"algorithm {config.algorithm!r} learns from masks, but every mask under "
-                f"{self.folder.masks_root} is empty (no pixel on); check that the masks folder "
-                "is the right one and that masks are saved on a 0..255 scale")
         self.objective_start = self.algorithm.objective_start()
         if config.steps <= self.objective_start:
-            raise ValueError(
+            raise ConfigError(
                 f"algorithm {config.algorithm!r} trains on its whole objective only from step "
                 f"{self.objective_start} (its warm-up hyperparameters), but the run has "
                 f"{config.steps} steps: no checkpoint would hold it. Raise --steps above "
@@ -144,10 +147,6 @@ class Trainer:
         self.resolved = {**config.to_dict(), "hparams": self.algorithm.hparams}
         self.resuming = self.run_dir.check_compatible(self.resolved, defaults=TrainConfig().to_dict())
         self.splits = self._load_or_make_splits()
-        # Dataset domain index -> position among the training domains (-1: not a training domain).
-        self.domain_lut = torch.full((len(self.folder.domains),), -1, dtype=torch.long)
-        for i, d in enumerate(self.protocol.train_domains):
-            self.domain_lut[self.folder.domains.index(d)] = i
 
     # ------------------------------------------------------------------ setup
     def _load_or_make_splits(self) -> dict:
@@ -156,7 +155,7 @@ class Trainer:
             splits = splits_from_record(self.folder, self.run_dir.read_json("splits.json"))
         else:
             splits = make_splits(self.folder, cfg.holdout_fraction, cfg.seed)
-        if self.protocol.name == "in_distribution":
+        if self.protocol.spec.carves_val:
             splits = add_val_split(splits, cfg.seed, cfg.holdout_fraction)
         return splits
 
@@ -194,7 +193,6 @@ class Trainer:
         dev, mask = self.device, raw.get("mask")
         return Batch(
             x=raw["x"].to(dev, non_blocking=True), y=raw["y"].to(dev, non_blocking=True),
-            domain=self.domain_lut[raw["domain"]].to(dev, non_blocking=True),
             mask=None if mask is None else mask.to(dev, non_blocking=True),
             n_domains=len(self.protocol.train_domains),
         )
@@ -262,7 +260,6 @@ class Trainer:
             "best_val": best_val,
             "best_step": best_step,
             "records": records,
-            "extra": self.algorithm.extra_state(),
         }
         io.save_checkpoint(self.run_dir.last_ckpt, state)
 
@@ -283,7 +280,6 @@ class Trainer:
         torch.set_rng_state(state["rng_cpu"].cpu())
         if state["rng_cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
-        self.algorithm.load_extra_state(state["extra"])
         if "records" in state:
             records = list(state["records"])
             io.write_text(rd.results, "".join(json.dumps(r) + "\n" for r in records))
@@ -315,18 +311,18 @@ class Trainer:
         state = io.load_checkpoint(rd.last_ckpt, map_location=self.device) \
             if self.resuming and rd.last_ckpt.exists() else None
         if state is not None and state.get("format", 0) > CHECKPOINT_FORMAT:
-            raise ValueError(
+            raise io.CheckpointError(
                 f"{rd.last_ckpt} was written by a newer align (checkpoint format "
                 f"{state['format']}, this version reads up to {CHECKPOINT_FORMAT}); upgrade align "
                 "to resume this run")
         if state is not None and state["step"] > cfg.steps:
-            raise ValueError(
+            raise ConfigError(
                 f"{rd.path} has trained {state['step']} steps; --steps {cfg.steps} is fewer and "
                 f"would report a run it is not. Use --steps {state['step']} or more, or another --out")
         self._write_run_files()
         (rd.path / "done").unlink(missing_ok=True)  # training further (more steps): not done yet
         start, best_val, best_step, records = self._restore(state)
-        criterion = CRITERIA[cfg.selection]
+        criterion = SELECTION_METHODS.get(cfg.selection)
         train_loader, eval_loader = self._loaders(start)
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}

@@ -10,13 +10,18 @@ selects nothing and is left out of the summary.
 |------------------------------|---------------------------------------------------------|--------|
 | `training_domain_validation` | mean accuracy of the validation splits (DomainBed)      | higher |
 | `val_loss`                   | size-weighted mean cross-entropy over those splits: their total CE over their total count (DRE's `dre/train.py` keeps the lowest) | lower |
-| `last`                       | the last record                                         | -      |
+| `last`                       | the record's step (the last record wins)                | higher |
+
+The methods are registered in `SELECTION_METHODS`; any of them can be the config's `selection`,
+the one whose checkpoint `checkpoints/best.pt` holds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+from ..registry import Registry
 
 
 def _mean(record: dict, keys: Sequence[str]) -> float:
@@ -46,11 +51,19 @@ def val_loss(record: dict, val_keys: Sequence[str]) -> float | None:
 
 @dataclass(frozen=True)
 class Criterion:
-    """A selection criterion: a score per record and its direction."""
+    """A selection method: a score per record and its direction.
+
+    Args:
+        name: the registry key (`selection:` in a config, the summary's entry).
+        score: (record, validation keys) -> score, or None when the record lacks what it needs.
+        higher_is_better: the direction of `score`.
+        help: one line for the CLI and the docs.
+    """
 
     name: str
     score: Callable[[dict, Sequence[str]], float | None]
     higher_is_better: bool
+    help: str = ""
 
     def better(self, new: float, best: float | None) -> bool:
         """Strictly better (ties keep the earlier record)."""
@@ -59,6 +72,7 @@ class Criterion:
         return new > best if self.higher_is_better else new < best
 
     def select(self, records: list[dict], val_keys: Sequence[str]) -> dict | None:
+        """The best-scoring record (the earliest among equals), or None if none has a score."""
         best, best_score = None, None
         for r in records:
             s = self.score(r, val_keys)
@@ -67,32 +81,21 @@ class Criterion:
         return best
 
 
-#: Criteria that can decide which checkpoint `checkpoints/best.pt` holds (config `selection`).
-CRITERIA: dict[str, Criterion] = {
-    "training_domain_validation": Criterion("training_domain_validation", val_accuracy, True),
-    "val_loss": Criterion("val_loss", val_loss, False),
-}
+#: Every selection method, in the summary's order; the config's `selection` names the one whose
+#: checkpoint `checkpoints/best.pt` holds.
+SELECTION_METHODS: Registry[Criterion] = Registry("selection method")
 
 
-def training_domain_validation(records: list[dict], val_keys: Sequence[str]) -> dict | None:
-    """The record with the best mean accuracy on the training domains' validation splits."""
-    return CRITERIA["training_domain_validation"].select(records, val_keys)
+def _register(criterion: Criterion) -> None:
+    SELECTION_METHODS.register(criterion.name)(criterion)
 
 
-def lowest_val_loss(records: list[dict], val_keys: Sequence[str]) -> dict | None:
-    """The record with the lowest size-weighted validation cross-entropy (None if none has it)."""
-    return CRITERIA["val_loss"].select(records, val_keys)
-
-
-def last_checkpoint(records: list[dict], val_keys: Sequence[str] = ()) -> dict | None:
-    return records[-1] if records else None
-
-
-SELECTION_METHODS = {
-    "training_domain_validation": training_domain_validation,
-    "val_loss": lowest_val_loss,
-    "last": last_checkpoint,
-}
+_register(Criterion("training_domain_validation", val_accuracy, True,
+                    "highest mean validation accuracy of the training domains (DomainBed)"))
+_register(Criterion("val_loss", val_loss, False,
+                    "lowest size-weighted validation cross-entropy (DRE)"))
+# Steps only grow, so the highest step is the last record.
+_register(Criterion("last", lambda record, val_keys: record["step"], True, "the last checkpoint"))
 
 
 def summarize(records: list[dict], protocol: dict, objective_start: int = 0) -> dict:
@@ -107,8 +110,8 @@ def summarize(records: list[dict], protocol: dict, objective_start: int = 0) -> 
     """
     out: dict = {"objective_start": objective_start}
     eligible = [r for r in records if r["step"] > objective_start]
-    for name, select in SELECTION_METHODS.items():
-        r = select(eligible, protocol["val_keys"])
+    for name in SELECTION_METHODS:
+        r = SELECTION_METHODS.get(name).select(eligible, protocol["val_keys"])
         if r is None:
             continue
         out[name] = {
