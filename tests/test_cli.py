@@ -171,3 +171,54 @@ def test_run_dir_refuses_a_folder_it_cannot_write(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a non-root user on 0500
     with pytest.raises(ValueError, match=f"cannot write to {tmp_path}"):
         RunDir(tmp_path / "new" / "run").check_writable()
+
+
+def test_the_module_docstring_names_every_command():
+    import align.cli
+
+    for c in app.registered_commands:
+        assert f"`align {c.name or c.callback.__name__}`" in align.cli.__doc__
+
+
+@pytest.mark.parametrize("argv,patched", [
+    (["synth", "--out", "{tmp}/s"], "align.data.synthetic.generate"),
+    (["masks", "--data", "{tmp}", "--out", "{tmp}/m"], "align.masks.build_mask_folder"),
+    (["quickstart", "--out", "{tmp}/q"], "align.quickstart.run_quickstart"),
+])
+def test_every_command_shares_one_error_boundary(tmp_path, monkeypatch, argv, patched):
+    """A full disk gets the same message from every command (it used to exist on `align train`
+    only; issue 10), a user error is one message with exit code 2, and anything else keeps its
+    traceback."""
+    import errno
+
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    module, attr = patched.rsplit(".", 1)
+
+    def raising(err):
+        def write(*args, **kwargs):
+            raise err
+        return write
+
+    monkeypatch.setattr(f"{module}.{attr}", raising(OSError(errno.ENOSPC, "No space left", "f")))
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 2 and "disk is full" in _text(res) and "Traceback" not in res.output
+    from align.io import CheckpointError
+
+    monkeypatch.setattr(f"{module}.{attr}", raising(CheckpointError("x.pt is truncated [0 B]")))
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 2 and "error: x.pt is truncated [0 B]" in _text(res)  # no markup
+    monkeypatch.setattr(f"{module}.{attr}", raising(ZeroDivisionError("a bug")))
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 1 and isinstance(res.exception, ZeroDivisionError)
+
+
+def test_choices_come_from_the_registries(tmp_path):
+    from align.models.backbones import BACKBONES
+    from align.training.protocols import PROTOCOLS
+
+    res = runner.invoke(app, ["train", "--help"])
+    assert all(name in _text(res) for name in [*BACKBONES.names(), *PROTOCOLS.names()])
+    bad = runner.invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                              "--backbone", "vgg"])
+    assert bad.exit_code == 2 and "'vgg' is not one of" in _text(bad)
+    assert not (tmp_path / "r").exists()

@@ -1,30 +1,102 @@
-"""The `align` command line: `align synth`, `align pretrain`, `align train`, `align quickstart`, ..."""
+"""The `align` command line, one command per task:
+
+- `align synth`: generate the synthetic benchmark (images, object masks, cue masks);
+- `align pretrain`: pre-train a backbone on the upstream task (the stand-in for ImageNet);
+- `align train`: train one algorithm under one protocol (resumable);
+- `align quickstart`: the synthetic benchmark and a few algorithms on the CPU;
+- `align benchmark`: every regime x algorithm x held-out domain x seed on the synthetic benchmark;
+- `align masks`: build a masks folder from a mask source;
+- `align shortcut`: does each run's Grad-CAM rest on the object or on the cue?;
+- `align mask-quality`: mask-supervised training with masks of decreasing quality;
+- `align evaluate`: accuracy and explanation metrics of a run;
+- `align hparams`: an algorithm's hyperparameters as a Markdown table;
+- `align report`: tables, figures and index.html over run directories;
+- `align prepare`, `align check`: download and lay out, or check, a DomainBed dataset
+  (`align.cli_data`).
+
+Every choice a command offers (`--algorithm`, `--backbone`, `--protocol`, ...) is read from the
+registry that defines it. Every command runs inside one error boundary (`AlignCommands`): a user
+error is one paragraph and exit code 2, anything else a traceback.
+"""
 
 from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Iterable, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
 
 from .algorithms import ALGORITHMS
-from .config import PROTOCOLS
+from .data.presets import PRESETS as DATASET_PRESETS
+from .data.synthetic import CUE_KINDS
+from .errors import ConfigError, UserError
+from .evaluation_presets import PRESETS as EVALUATION_PRESETS
+from .masks.degrade import DEGRADATIONS
+from .masks.sources import MASK_SOURCES
+from .metrics import METRICS
+from .metrics.explanations import EXPLAINERS
+from .metrics.substrates import SUBSTRATES  # the substrate names' one import (--substrate)
+from .models.backbones import BACKBONES
+from .regimes import REGIMES
 from .training.presets import PRESETS as TRAINING_PRESETS
+from .training.protocols import PROTOCOLS
+from .training.selection import SELECTION_METHODS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="ALIGN and explanation-guided learning baselines (arXiv 2511.06944).")
-console = Console()
+#: What a command reports as a message rather than a traceback: the project's errors
+#: (`UserError`), the built-in `ValueError` with which the lower layers refuse a bad value, and
+#: the file system's errors (a missing, existing or unwritable path, a full disk).
+USER_ERRORS = (UserError, ValueError, OSError)
 
 
-def _fail(err: Exception) -> None:
+def error_message(err: BaseException) -> str:
+    """The one-paragraph message of a user error."""
     message = str(err)
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         message += (" -- the disk is full: free some space and run the same command again; "
                     "training resumes from its last checkpoint and no finished result is lost")
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
+    return message
+
+
+class AlignCommands(TyperGroup):
+    """The command group, and the CLI's one error boundary around every command."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as err:
+            # Text, not markup: a message may hold brackets ("[0, 1]") that rich would eat.
+            console.print(Text.assemble(("error: ", "bold red"), error_message(err)))
+            raise typer.Exit(code=2) from None
+
+
+app = typer.Typer(cls=AlignCommands, add_completion=False, no_args_is_help=True,
+                  help="ALIGN and explanation-guided learning baselines (arXiv 2511.06944).")
+# Lines are not wrapped at the terminal's width, so a printed path stays one copyable string.
+console = Console(soft_wrap=True)
+
+
+def one_of(choices: Iterable[str], help: str, param: Callable[..., Any] = typer.Option) -> Any:
+    """A `typer.Option` (or `param`) whose help lists the names of `choices` (a registry, with
+    each object's one-line `help` where it has one) and which refuses any other value (one
+    value or a list of them) before the command runs."""
+    names = list(choices)
+    lookup = getattr(choices, "get", None)
+
+    def label(name: str) -> str:
+        about = getattr(lookup(name), "help", "") if lookup else ""
+        return f"{name} ({about})" if isinstance(about, str) and about else name
+
+    def check(value: Any) -> Any:
+        for v in [] if value is None else value if isinstance(value, list) else [value]:
+            if v not in names:
+                raise typer.BadParameter(f"{v!r} is not one of: {', '.join(names)}")
+        return value
+
+    return param(help=f"{help} One of: {'; '.join(map(label, names))}.", callback=check)
 
 
 @app.command()
@@ -35,7 +107,8 @@ def synth(
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
     cue_strength: Annotated[float, typer.Option(help="P(the cue agrees with the class's mapped cue).")] = 0.9,
     cue_kind: Annotated[str, typer.Option(
-        help="square (a small cue square) | background (a tint of the whole background).")] = "square",
+        help=f"{' | '.join(CUE_KINDS)} (square: a small cue square; background: a tint of the "
+             "whole background).")] = "square",
     overwrite: Annotated[bool, typer.Option(help="Replace a synthetic benchmark made by align synth (never another folder).")] = False,
 ) -> None:
     """Generate the synthetic benchmark in the DomainBed layout, with exact object and cue masks."""
@@ -43,19 +116,16 @@ def synth(
 
     from .data.synthetic import DEFAULT_CONFIG, generate
 
-    try:
-        cfg = dataclasses.replace(DEFAULT_CONFIG, n_per_domain=n_per_domain, size=size,
-                                  cue_strength=cue_strength, cue_kind=cue_kind)
-        path = generate(out, cfg, seed=seed, overwrite=overwrite)
-    except (ValueError, FileExistsError) as e:
-        _fail(e)
+    cfg = dataclasses.replace(DEFAULT_CONFIG, n_per_domain=n_per_domain, size=size,
+                              cue_strength=cue_strength, cue_kind=cue_kind)
+    path = generate(out, cfg, seed=seed, overwrite=overwrite)
     console.print(f"wrote {path}/images, {path}/masks and {path}/cues ({cue_kind} cue)")
 
 
 @app.command()
 def pretrain(
     out: Annotated[Path, typer.Option(help="Folder for the weights file and its .json record.")],
-    backbone: Annotated[str, typer.Option(help="resnet18 | resnet50 | smallcnn.")] = "smallcnn",
+    backbone: Annotated[str, one_of(BACKBONES, "Backbone.")] = "smallcnn",
     seed: Annotated[int, typer.Option(help="Seed (upstream data, init, data order).")] = 0,
     image_size: Annotated[int, typer.Option(help="Image side in pixels (the benchmark's).")] = 64,
     steps: Annotated[Optional[int], typer.Option(help="Training steps (default: the fixed recipe's).")] = None,
@@ -69,16 +139,13 @@ def pretrain(
 
     from .pretrain import DEFAULT_PRETRAIN, ensure_pretrained, is_finished, weights_path
 
-    try:
-        cfg = DEFAULT_PRETRAIN if steps is None else dataclasses.replace(DEFAULT_PRETRAIN, steps=steps)
-        cached = is_finished(weights_path(out, backbone, image_size, seed, cfg))
-        with Progress("[bold]pretrain", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task("pretrain", total=cfg.steps)
-            path = ensure_pretrained(out, backbone, image_size, seed, cfg,
-                                     progress=lambda step, total: bar.update(task, completed=step))
-    except (ValueError, KeyError, OSError) as e:
-        _fail(e)
+    cfg = DEFAULT_PRETRAIN if steps is None else dataclasses.replace(DEFAULT_PRETRAIN, steps=steps)
+    cached = is_finished(weights_path(out, backbone, image_size, seed, cfg))
+    with Progress("[bold]pretrain", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("pretrain", total=cfg.steps)
+        path = ensure_pretrained(out, backbone, image_size, seed, cfg,
+                                 progress=lambda step, total: bar.update(task, completed=step))
     record = json.loads(path.with_suffix(".json").read_text())
     console.print(f"{'cached' if cached else 'trained'}: {path} (upstream accuracy "
                   f"{record['upstream_val_accuracy']:.1%}, chance {record['chance']:.1%}, "
@@ -90,44 +157,41 @@ def train(
     data: Annotated[Optional[Path], typer.Option(help="Dataset root: DATA/<domain>/<class>/<image>.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (resumed if it exists).")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Masks root with the same relative paths.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Preset to validate against: vlcs | terra_incognita.")] = None,
-    algorithm: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(ALGORITHMS.names())}.")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help=f"One of: {', '.join(PROTOCOLS)}.")] = None,
+    dataset: Annotated[Optional[str], one_of(DATASET_PRESETS, "Dataset layout to validate against.")] = None,
+    algorithm: Annotated[Optional[str], one_of(ALGORITHMS, "Algorithm.")] = None,
+    protocol: Annotated[Optional[str], one_of(PROTOCOLS, "Protocol.")] = None,
     test_domains: Annotated[Optional[list[str]], typer.Option(help="lodo: held-out domain(s).")] = None,
     train_domains: Annotated[Optional[list[str]], typer.Option(help="single_source: the source domain.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed (split, data order, init).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML/JSON file with any other config key.")] = None,
-    preset: Annotated[Optional[str], typer.Option(
-        help=f"Training preset: {', '.join(TRAINING_PRESETS.names())} (its settings < --config < flags).")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="resnet18 | resnet50 | smallcnn.")] = None,
+    preset: Annotated[Optional[str], one_of(
+        TRAINING_PRESETS, "Training preset (its settings < --config < flags).")] = None,
+    selection: Annotated[Optional[str], one_of(
+        SELECTION_METHODS, "Model selection that checkpoints/best.pt follows.")] = None,
+    backbone: Annotated[Optional[str], one_of(BACKBONES, "Backbone.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
     skip_bad_images: Annotated[Optional[bool], typer.Option(help="Skip unreadable images (reported).")] = None,
 ) -> None:
     """Train one algorithm on a DomainBed-layout dataset under one protocol."""
     from .config import make_config
-    from .data.folder import DataError
-    from .training.loop import NonFiniteLoss, Trainer
-    from .training.rundir import RunLocked
+    from .training.loop import Trainer
     from .ui import progress_bar, print_summary
 
-    try:
-        flags = dict(
-            data=str(data) if data else None, out=str(out) if out else None,
-            masks=str(masks) if masks else None, dataset=dataset, algorithm=algorithm,
-            protocol=protocol, test_domains=test_domains or None,
-            train_domains=train_domains or None, steps=steps, seed=seed, backbone=backbone,
-            device=device, skip_bad_images=skip_bad_images,
-        )
-        # Only the flags given on the command line override the preset and the config file.
-        cfg = make_config(config, preset=preset, **{k: v for k, v in flags.items() if v is not None})
-        with progress_bar(cfg.steps, cfg.algorithm) as prog:
-            trainer = Trainer(cfg, prog)
-            if trainer.folder.skipped:
-                console.print(f"[yellow]skipped {len(trainer.folder.skipped)} unreadable image(s)[/]")
-            summary = trainer.run()
-    except (ValueError, KeyError, OSError, DataError, NonFiniteLoss, RunLocked) as e:
-        _fail(e)
+    flags = dict(
+        data=str(data) if data else None, out=str(out) if out else None,
+        masks=str(masks) if masks else None, dataset=dataset, algorithm=algorithm,
+        protocol=protocol, test_domains=test_domains or None,
+        train_domains=train_domains or None, steps=steps, seed=seed, selection=selection,
+        backbone=backbone, device=device, skip_bad_images=skip_bad_images,
+    )
+    # Only the flags given on the command line override the preset and the config file.
+    cfg = make_config(config, preset=preset, **{k: v for k, v in flags.items() if v is not None})
+    with progress_bar(cfg.steps, cfg.algorithm) as prog:
+        trainer = Trainer(cfg, prog)
+        if trainer.folder.skipped:
+            console.print(f"[yellow]skipped {len(trainer.folder.skipped)} unreadable image(s)[/]")
+        summary = trainer.run()
     print_summary(console, {cfg.algorithm: (summary, trainer.protocol.to_json())})
     console.print(f"run directory: {cfg.out}")
 
@@ -140,21 +204,17 @@ def quickstart(
 ) -> None:
     """Generate the synthetic benchmark and train on the CPU; print per-domain accuracies."""
     from .quickstart import run_quickstart
-    from .training.rundir import RunLocked
 
-    try:
-        run_quickstart(out, steps=steps, seed=seed, console=console)
-    except (ValueError, FileExistsError, RunLocked) as e:
-        _fail(e)
+    run_quickstart(out, steps=steps, seed=seed, console=console)
 
 
 @app.command()
 def benchmark(
     out: Annotated[Path, typer.Option(help="Folder for the regimes' data and runs, and regimes.md.")] = Path("benchmark"),
-    regime: Annotated[Optional[list[str]], typer.Option(
-        help="Regime(s) (repeatable; default: all four): square-scratch, square-pretrained, "
-             "background-scratch, background-pretrained.")] = None,
-    algorithms: Annotated[Optional[list[str]], typer.Option(help="Algorithms to compare.")] = None,
+    regime: Annotated[Optional[list[str]], one_of(
+        REGIMES, "Regime(s) (repeatable; default: all).")] = None,
+    algorithms: Annotated[Optional[list[str]], one_of(
+        ALGORITHMS, "Algorithms to compare (default: erm, dre, align, gradia).")] = None,
     seeds: Annotated[Optional[list[int]], typer.Option(help="Seeds.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Steps per run (default: the quickstart's).")] = None,
     test_domains: Annotated[Optional[list[str]], typer.Option(help="Held-out domains (default: all).")] = None,
@@ -167,38 +227,27 @@ def benchmark(
     domain x seed, with the quickstart's settings. Each regime goes to OUT/<regime>/ (its
     results.md per held-out domain); OUT/regimes.md compares them (resumable)."""
     from .experiments.four_regimes import run_regimes
-    from .training.rundir import RunLocked
-    from .regimes import REGIMES
     from .sweep import parse_overrides, parse_shard, run_synthetic_benchmark
 
     algorithms = algorithms or ["erm", "dre", "align", "gradia"]
     regimes = regime or REGIMES.names()
-    for a in algorithms:
-        if a not in ALGORITHMS:
-            _fail(KeyError(f"unknown algorithm {a!r}; choose from {', '.join(ALGORITHMS.names())}"))
-    for r in regimes:
-        if r not in REGIMES:
-            _fail(KeyError(f"unknown regime {r!r}; choose from {', '.join(REGIMES.names())}"))
-    try:
-        overrides = parse_overrides(set_ or [], algorithms)
-        if overrides:  # a variant: its own runs and results-KEY=VALUE.md in each regime's folder
-            for r in regimes:
-                run_synthetic_benchmark(out / r, algorithms, seeds or [0, 1, 2], steps=steps,
-                                        test_domains=test_domains, console=console,
-                                        overrides=overrides, shard=parse_shard(shard), regime=r,
-                                        pretrained_dir=out / "pretrained")
-        else:
-            run_regimes(out, regimes, algorithms, seeds or [0, 1, 2], steps=steps,
-                        test_domains=test_domains, console=console, shard=parse_shard(shard))
-    except (ValueError, FileExistsError, RunLocked) as e:
-        _fail(e)
+    overrides = parse_overrides(set_ or [], algorithms)
+    if overrides:  # a variant: its own runs and results-KEY=VALUE.md in each regime's folder
+        for r in regimes:
+            run_synthetic_benchmark(out / r, algorithms, seeds or [0, 1, 2], steps=steps,
+                                    test_domains=test_domains, console=console,
+                                    overrides=overrides, shard=parse_shard(shard), regime=r,
+                                    pretrained_dir=out / "pretrained")
+    else:
+        run_regimes(out, regimes, algorithms, seeds or [0, 1, 2], steps=steps,
+                    test_domains=test_domains, console=console, shard=parse_shard(shard))
 
 
 @app.command()
 def masks(
     data: Annotated[Path, typer.Option(help="Images root: DATA/<domain>/<class>/<image>.")],
     out: Annotated[Path, typer.Option(help="Masks folder to write (same relative paths, .png).")],
-    source: Annotated[str, typer.Option(help="folder | generic | ground_truth | degraded.")] = "generic",
+    source: Annotated[str, one_of(MASK_SOURCES, "Mask source.")] = "generic",
     gt: Annotated[Optional[Path], typer.Option(help="Ground-truth masks (ground_truth, degraded; adds IoUs).")] = None,
     param: Annotated[Optional[list[str]], typer.Option(help="Source parameter KEY=VALUE (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of random degradations.")] = 0,
@@ -207,19 +256,16 @@ def masks(
     """Build a masks folder from a mask source, once (cached), for mask-supervised training."""
     import yaml
 
-    from .masks import MaskBuildError, build_mask_folder, read_record
+    from .masks import build_mask_folder, read_record
 
     params = {}
     for item in param or []:
         if "=" not in item:
-            _fail(ValueError(f"--param {item!r}: expected KEY=VALUE"))
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         params[k] = yaml.safe_load(v)
-    try:
-        root = build_mask_folder(data, out, source, gt_root=gt, params=params, seed=seed,
-                                 overwrite=overwrite)
-    except (ValueError, KeyError, FileExistsError, FileNotFoundError, MaskBuildError) as e:
-        _fail(e)
+    root = build_mask_folder(data, out, source, gt_root=gt, params=params, seed=seed,
+                             overwrite=overwrite)
     iou = read_record(root).get("mean_iou")
     console.print(f"masks in {root}" + (f" (mean IoU with the truth {iou:.3f})" if iou is not None else ""))
 
@@ -232,120 +278,78 @@ def shortcut(
 ) -> None:
     """Does each run's Grad-CAM (and ALIGN's masker) rest on the object or on the cue? Scores every
     finished synthetic run against the object and the cue masks; writes OUT/shortcut.md."""
-    from .data.folder import DataError
     from .experiments.shortcut import run_shortcut
 
-    try:
-        run_shortcut(out, max_batches=max_batches or None, batch_size=batch_size, console=console)
-    except (ValueError, KeyError, FileNotFoundError, DataError) as e:
-        _fail(e)
+    run_shortcut(out, max_batches=max_batches or None, batch_size=batch_size, console=console)
     console.print((out / "shortcut.md").read_text())
 
 
 @app.command("mask-quality")
 def mask_quality(
     out: Annotated[Path, typer.Option(help="Folder for data, masks, runs, table and plot.")] = Path("mask_quality"),
-    method: Annotated[str, typer.Option(
-        help="Mask-supervised algorithm; align = ALIGN with the masks in place of its masker.")] = "gradia",
+    method: Annotated[str, one_of(
+        ALGORITHMS, "Mask-supervised algorithm; align = ALIGN with the masks in place of its masker.")] = "gradia",
     seeds: Annotated[Optional[list[int]], typer.Option(help="Seeds.")] = None,
     test_domains: Annotated[Optional[list[str]], typer.Option(help="Held-out domains (default: all).")] = None,
     levels: Annotated[Optional[list[float]], typer.Option(help="Target mask IoUs (1 = ground truth).")] = None,
-    kind: Annotated[str, typer.Option(help="Degradation: dilate | erode | shift | blobs.")] = "dilate",
+    kind: Annotated[str, one_of(DEGRADATIONS, "Degradation.")] = "dilate",
     steps: Annotated[Optional[int], typer.Option(help="Steps per run (default: the quickstart's).")] = None,
 ) -> None:
     """Mask-supervised training with masks of decreasing quality vs ERM and ALIGN (synthetic)."""
     from .experiments.mask_quality import output_stem, run_mask_quality
 
-    if method not in ALGORITHMS:
-        _fail(KeyError(f"unknown algorithm {method!r}; choose from {', '.join(ALGORITHMS.names())}"))
-    try:  # refuses a method that ignores masks before anything is written
-        run_mask_quality(out, method=method, seeds=seeds or [0, 1, 2], test_domains=test_domains,
-                         levels=levels or [1.0, 0.9, 0.8], kind=kind, steps=steps, console=console)
-    except (ValueError, FileExistsError) as e:
-        _fail(e)
+    # refuses a method that ignores masks before anything is written
+    run_mask_quality(out, method=method, seeds=seeds or [0, 1, 2], test_domains=test_domains,
+                     levels=levels or [1.0, 0.9, 0.8], kind=kind, steps=steps, console=console)
     stem = output_stem(method)
     console.print((out / f"{stem}.md").read_text())
     console.print(f"plot: {out / f'{stem}.png'}")
 
 
-from .metrics.explanations import EXPLAINERS as _EXPLAINERS  # noqa: E402  (evaluate's choices)
-from .metrics.substrates import SUBSTRATES as _SUBSTRATES  # noqa: E402
-from .evaluation_presets import PRESETS as _PRESETS  # noqa: E402
-
-
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (from `align train`).")],
-    checkpoint: Annotated[str, typer.Option(help="best (the run's `selection`) | last.")] = "best",
-    explainer: Annotated[str, typer.Option(help=f"One of: {', '.join(_EXPLAINERS.names())}.")] = "gradcam",
-    substrate: Annotated[str, typer.Option(help=f"Removed pixels become: {' | '.join(_SUBSTRATES.names())}.")] = "blur",
+    # The run directory's two checkpoints (checkpoints/best.pt and last.pt).
+    checkpoint: Annotated[str, one_of(("best", "last"), "Checkpoint (best: the run's `selection`).")] = "best",
+    explainer: Annotated[str, one_of(EXPLAINERS, "Explainer.")] = "gradcam",
+    substrate: Annotated[str, one_of(SUBSTRATES, "What removed pixels become.")] = "blur",
     max_batches: Annotated[Optional[int], typer.Option(help="At most N batches per split (default: all).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = "cpu",
     data: Annotated[Optional[Path], typer.Option(help="Image root, if it moved since training.")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Mask root, if it moved since training.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Recompute an existing evaluation.json.")] = False,
-    metrics: Annotated[Optional[list[str]], typer.Option(
-        help="Metrics to compute (default: all that the masks allow).")] = None,
+    metrics: Annotated[Optional[list[str]], one_of(
+        METRICS, "Metrics to compute (default: all that the masks allow).")] = None,
     name: Annotated[Optional[str], typer.Option(
         help="Write evaluation-NAME.json instead (e.g. scores against other --masks).")] = None,
-    preset: Annotated[Optional[str], typer.Option(
-        help=f"A published protocol ({', '.join(_PRESETS.names())}): fixes explainer, substrate "
-             "and metrics; writes evaluation-PRESET.json.")] = None,
+    preset: Annotated[Optional[str], one_of(
+        EVALUATION_PRESETS, "A published protocol: fixes explainer, substrate and metrics; writes "
+        "evaluation-PRESET.json.")] = None,
 ) -> None:
     """Accuracy and explanation metrics on every test split; writes RUN_DIR/evaluation.json
     (resumable: finished splits of an interrupted evaluation are kept)."""
-    from rich.table import Table
-
-    from .data.folder import DataError
     from .evaluate import EvalConfig, evaluate_run, evaluation_files
-    from .metrics import METRICS
-    from .ui import eval_progress_bar
+    from .ui import eval_progress_bar, evaluation_table
 
-    try:
-        _EXPLAINERS.get(explainer), _SUBSTRATES.get(substrate)  # before drawing the bar
-        if preset is not None:
-            _PRESETS.get(preset)
-        for metric in metrics or []:
-            METRICS.get(metric)
-        out_name = evaluation_files(preset if name is None else name)[0]
-        config = EvalConfig(checkpoint=checkpoint, explainer=explainer, substrate=substrate,
-                            max_batches=max_batches, batch_size=batch_size, device=device,
-                            data=data, masks=masks, metrics=metrics, name=name, preset=preset)
-        with eval_progress_bar(f"evaluate {run_dir}", console) as prog:
-            record = evaluate_run(run_dir, config, overwrite=overwrite, progress=prog)
-    except (ValueError, KeyError, FileNotFoundError, DataError) as e:
-        _fail(e)
-    splits = record["splits"]
-    cfg = record["config"]
-    title = f"{run_dir} (step {cfg['step']}, {cfg['explainer']}, {cfg['substrate']})"
-    table = Table(title=title if preset is None else f"{title}, preset {preset}")
-    table.add_column("")
-    for key, s in splits.items():
-        table.add_column(f"{key}\n{s['role']}, n={s['n']}", justify="right")
-    rows = {"accuracy": [s["accuracy"] for s in splits.values()]}
-    for name in record["config"]["metrics"]:
-        rows[name] = [s["metrics"][name]["mean"] for s in splits.values()]
-    for name in sorted({e for s in splits.values() for e in s["extras"]}):
-        rows[name] = [s["extras"].get(name, {}).get("mean") for s in splits.values()]
-    for name, vals in rows.items():
-        table.add_row(name, *("-" if v is None else f"{v:.3f}" for v in vals))
-    console.print(table)
-    console.print(f"wrote {Path(run_dir) / out_name}", soft_wrap=True)  # a path, never broken
+    out_name = evaluation_files(preset if name is None else name)[0]
+    config = EvalConfig(checkpoint=checkpoint, explainer=explainer, substrate=substrate,
+                        max_batches=max_batches, batch_size=batch_size, device=device,
+                        data=data, masks=masks, metrics=metrics, name=name, preset=preset)
+    with eval_progress_bar(f"evaluate {run_dir}", console) as prog:
+        record = evaluate_run(run_dir, config, overwrite=overwrite, progress=prog)
+    console.print(evaluation_table(record, str(run_dir), preset))
+    console.print(f"wrote {Path(run_dir) / out_name}")
 
 
 @app.command()
 def hparams(
-    algorithm: Annotated[str, typer.Argument(help=f"One of: {', '.join(ALGORITHMS.names())}.")],
+    algorithm: Annotated[str, one_of(ALGORITHMS, "Algorithm.", typer.Argument)],
 ) -> None:
     """Print an algorithm's hyperparameters (defaults, meaning, source, sweep range) as Markdown."""
     from .hparams import markdown_table
 
-    try:
-        spec = ALGORITHMS.get(algorithm).hparam_spec()
-    except (KeyError, ValueError) as e:
-        _fail(e)
-    typer.echo(markdown_table(spec), nl=False)
+    typer.echo(markdown_table(ALGORITHMS.get(algorithm).hparam_spec()), nl=False)
 
 
 @app.command()
@@ -356,12 +360,9 @@ def report(
     """Tables (Markdown, CSV, LaTeX), figures and index.html over run directories (mean ± std
     over seeds), from the files `align train` and `align evaluate` wrote (evaluate runs first)."""
     from .report.build import make_report
-    from .report.collect import RunDirError, find_run_dirs
+    from .report.collect import find_run_dirs
 
-    try:
-        index = make_report(find_run_dirs(run_dirs), out)
-    except (RunDirError, KeyError) as e:
-        _fail(e)
+    index = make_report(find_run_dirs(run_dirs), out)
     console.print(f"report: {index}")
 
 

@@ -7,6 +7,7 @@ from typing import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from .report.tables import comparison_table, masker_iou_table
 from .training.loop import Progress
@@ -61,3 +62,22 @@ def eval_progress_bar(label: str, console: Console | None = None) -> Iterator:
 
     with bar:
         yield update
+
+
+def evaluation_table(record: dict, title: str, preset: str | None = None) -> Table:
+    """One column per evaluated split of an `evaluation.json` record (`align evaluate`), one row
+    per score: accuracy, the metrics, then the algorithm's extras."""
+    splits, cfg = record["splits"], record["config"]
+    title = f"{title} (step {cfg['step']}, {cfg['explainer']}, {cfg['substrate']})"
+    table = Table(title=title if preset is None else f"{title}, preset {preset}")
+    table.add_column("")
+    for key, s in splits.items():
+        table.add_column(f"{key}\n{s['role']}, n={s['n']}", justify="right")
+    rows = {"accuracy": [s["accuracy"] for s in splits.values()]}
+    for name in cfg["metrics"]:
+        rows[name] = [s["metrics"][name]["mean"] for s in splits.values()]
+    for name in sorted({e for s in splits.values() for e in s["extras"]}):
+        rows[name] = [s["extras"].get(name, {}).get("mean") for s in splits.values()]
+    for name, vals in rows.items():
+        table.add_row(name, *("-" if v is None else f"{v:.3f}" for v in vals))
+    return table
