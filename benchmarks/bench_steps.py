@@ -44,7 +44,7 @@ def main() -> None:
     algos = {n: make(n, args.backbone, dev) for n in ("erm", "dre", "align")}
     x = torch.randn(args.batch, 3, args.size, args.size, device=dev)
     y = torch.arange(args.batch, device=dev) % 10
-    batch = Batch(x=x, y=y, domain=torch.arange(args.batch, device=dev) % 3, n_domains=3)
+    batch = Batch(x=x, y=y, n_domains=3)
     times: dict[str, list[float]] = {n: [] for n in algos}
     for r in range(args.rounds + 1):  # round 0 warms up
         for name, algo in algos.items():

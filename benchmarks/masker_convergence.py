@@ -50,7 +50,7 @@ def main() -> None:
         y = torch.randint(0, 2, (n,), generator=g)
         x = torch.randn(n, 3, size, size, generator=g)
         x[:, :, region] = (2.0 * y - 1.0)[:, None, None] + 0.3 * x[:, :, region]
-        terms = train_step(algo, Batch(x=x, y=y, domain=torch.zeros(n, dtype=torch.long)), step)
+        terms = train_step(algo, Batch(x=x, y=y), step)
         if (step + 1) % args.every == 0:
             with torch.no_grad():
                 m = algo.masker(x)[:, 0]
