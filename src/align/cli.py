@@ -96,7 +96,9 @@ def one_of(choices: Iterable[str], help: str, param: Callable[..., Any] = typer.
                 raise typer.BadParameter(f"{v!r} is not one of: {', '.join(names)}")
         return value
 
-    return param(help=f"{help} One of: {'; '.join(map(label, names))}.", callback=check)
+    labels = [label(n) for n in names]
+    sep = ", " if labels == names else "; "
+    return param(help=f"{help} One of: {sep.join(labels)}.", callback=check)
 
 
 @app.command()

@@ -93,7 +93,7 @@ _register(ProtocolSpec("lodo", "leave domains out: train on the others, test on 
                        "in", "out", "in", ("in", "out"), False, "ood", "test_domains"))
 _register(ProtocolSpec("single_source", "train on one domain, test on the others",
                        "in", "out", "in", ("in", "out"), False, "ood", "train_domains", 1))
-_register(ProtocolSpec("in_distribution", "train and test on every domain (held-out samples)",
+_register(ProtocolSpec("in_distribution", "train and test on every domain, on held-out samples",
                        "train", "val", "out", ("train", "val", "out"), True, "in_domain", None))
 
 
