@@ -46,9 +46,8 @@ from .training.presets import PRESETS as TRAINING_PRESETS
 from .training.protocols import PROTOCOLS
 from .training.selection import SELECTION_METHODS
 
-#: What a command reports as a message rather than a traceback: the project's errors
-#: (`UserError`), the built-in `ValueError` with which the lower layers refuse a bad value, and
-#: the file system's errors (a missing, existing or unwritable path, a full disk).
+#: Reported as a message, not a traceback: the project's errors, the ValueError with which the
+#: lower layers refuse a bad value, the file system's (a missing or unwritable path, a full disk).
 USER_ERRORS = (UserError, ValueError, OSError)
 
 
@@ -80,9 +79,8 @@ console = Console(soft_wrap=True)
 
 
 def one_of(choices: Iterable[str], help: str, param: Callable[..., Any] = typer.Option) -> Any:
-    """A `typer.Option` (or `param`) whose help lists the names of `choices` (a registry, with
-    each object's one-line `help` where it has one) and which refuses any other value (one
-    value or a list of them) before the command runs."""
+    """A `typer.Option` (or `param`) whose help lists `choices` (a registry: with each object's
+    `help` where it has one) and which refuses any other value before the command runs."""
     names = list(choices)
     lookup = getattr(choices, "get", None)
 

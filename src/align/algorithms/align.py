@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..hparams import HParam
 from ..losses import fill_like, resize_mask, soft_bce, total_variation
 from ..maps import iou
+from ..metrics.substrates import FILLS
 from ..models.masker import Masker
 from .base import ALGORITHMS, Batch, frozen
 from .dre import DRE
@@ -54,7 +55,7 @@ class ALIGN(DRE):
         "fill": HParam("zero", "our choice (the paper's x (.) M read literally)",
                        "what replaces removed pixels in L_mask: zero (normalised-space zero = the "
                        "mean colour) | blur (Gaussian 11 / sigma 5) | noise",
-                       choices=("zero", "blur", "noise")),
+                       choices=tuple(FILLS.names())),
         "compare_at": HParam("cam", "our choice (GRADIA resizes the mask to the CAM)",
                              "where CAM and mask meet: cam (mask area-downsampled to the CAM's "
                              "grid) | input (CAM bilinearly upsampled)", choices=("cam", "input")),
