@@ -176,3 +176,48 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{i}: not a JSON line ({e.msg})") from None
     return out
+
+
+class FileLock:
+    """An exclusive OS lock on the file `path` (`fcntl.flock`; the file is created if missing).
+
+    One holder at a time across processes, also on a cluster's shared file system where it
+    supports `flock`; the OS releases the lock when its holder exits in any way (kill -9
+    included), so a lock file left behind by a dead process is simply taken over. `with
+    FileLock(path):` waits for the lock; `acquire(wait=False)` returns False while another
+    process holds it. Where `fcntl` does not exist (Windows) no lock is taken.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.file: Any = None  # the open lock file while held
+
+    def acquire(self, wait: bool = True) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.close()
+            return False
+        except BaseException:
+            f.close()
+            raise
+        self.file = f
+        return True
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing releases the lock
+            self.file = None
+
+    def __enter__(self) -> "FileLock":
+        self.acquire(wait=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -86,6 +86,7 @@ class ALIGN(DRE):
         hp = self.hparams
         self.masker = (Masker(hp["masker_width"], init_bias=hp["masker_init_bias"])
                        if hp["guidance"] == "masker" else None)
+        self._guidance_start = self.objective_start(hp)
 
     @classmethod
     def needs_masks(cls, hparams: Mapping[str, Any] | None = None) -> bool:
@@ -110,9 +111,10 @@ class ALIGN(DRE):
             return ("masker", "classifier")
         return ("classifier",)
 
-    def objective_start(self) -> int:
+    @classmethod
+    def objective_start(cls, hparams: Mapping[str, Any] | None = None) -> int:
         """Guidance by the masker starts after both warm-ups; fixed masks guide from step 0."""
-        hp = self.hparams
+        hp = cls.resolve_hparams(hparams)
         if hp["guidance"] == "masker":
             return hp["warmup_steps"] + hp["masker_warmup_steps"]
         return 0
@@ -152,7 +154,7 @@ class ALIGN(DRE):
             return False
         if hp["guidance"] == "fixed":
             return True
-        return step >= self.objective_start()
+        return step >= self._guidance_start
 
     def guidance(self, batch: Batch, cam: torch.Tensor, step: int
                  ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:

@@ -160,14 +160,17 @@ class Algorithm(nn.Module, metaclass=abc.ABCMeta):
         """Phases to run at this iteration, in order (each steps its own optimiser)."""
         return ("classifier",)
 
-    def objective_start(self) -> int:
-        """First step (0-based) at which the algorithm trains on its whole objective.
+    @classmethod
+    def objective_start(cls, hparams: Mapping[str, Any] | None = None) -> int:
+        """First step (0-based) at which the algorithm, with these hyperparameters (overrides of
+        the defaults), trains on its whole objective.
 
         Steps before it are a warm-up of another objective (ALIGN: DRE alone, then the masker
         alone). A checkpoint is "after the warm-up" when it holds at least one update of the whole
         objective (its step count exceeds this value); model selection considers only those, so a
-        warm-up checkpoint is never reported under the algorithm's name, and the trainer refuses a
-        run that would end before it. 0 for algorithms without a warm-up.
+        warm-up checkpoint is never reported under the algorithm's name, and the trainer (and a
+        sweep, before it writes anything) refuses a run that would end before it. A question to
+        the class, like `needs_masks`. 0 for algorithms without a warm-up.
         """
         return 0
 

@@ -89,6 +89,27 @@ def train_step(algo: Algorithm, batch: Batch, step: int) -> dict[str, torch.Tens
     return logged
 
 
+def check_run(config: TrainConfig) -> int:
+    """Every check of a run's configuration that needs neither its data nor a network: the
+    config's values (`TrainConfig.validate`), the algorithm's hyperparameters (unknown keys,
+    types, choices), masks for an algorithm that learns from them, and enough steps to pass its
+    warm-up. Raises a ConfigError naming the key; returns the algorithm's `objective_start`.
+    The trainer runs it first; a sweep runs it on every run of its grid before writing anything."""
+    config.validate()
+    cls = ALGORITHMS.get(config.algorithm)
+    cls.resolve_hparams(config.hparams)
+    if cls.needs_masks(config.hparams) and config.masks is None:
+        raise ConfigError(f"algorithm {config.algorithm!r} needs masks: pass --masks DIR")
+    start = cls.objective_start(config.hparams)
+    if config.steps <= start:
+        raise ConfigError(
+            f"algorithm {config.algorithm!r} trains on its whole objective only from step "
+            f"{start} (its warm-up hyperparameters), but the run has {config.steps} steps: no "
+            f"checkpoint would hold it. Raise --steps above {start} or shorten the warm-up (for "
+            "ALIGN: hparams warmup_steps and masker_warmup_steps)")
+    return start
+
+
 @dataclass
 class Progress:
     """Callbacks the loop reports to (the CLI draws a progress bar with them)."""
@@ -101,7 +122,8 @@ class Trainer:
     """Builds a run from a `TrainConfig` and trains it (resuming if the run directory has one)."""
 
     def __init__(self, config: TrainConfig, progress: Progress | None = None) -> None:
-        self.config = config.validate()
+        self.objective_start = check_run(config)
+        self.config = config
         self.progress = progress or Progress()
         self.run_dir = RunDir(config.out)
         self.run_dir.check_writable()
@@ -119,10 +141,9 @@ class Trainer:
             config.protocol, self.folder.domains, config.test_domains, config.train_domains
         )
         self.device = resolve_device(config.device)
-        # Asked once, here: the algorithms then rely on every batch having masks.
+        # Asked once (check_run refused a run without masks): the algorithms then rely on every
+        # batch having masks.
         needs_masks = ALGORITHMS.get(config.algorithm).needs_masks(config.hparams)
-        if needs_masks and config.masks is None:
-            raise ConfigError(f"algorithm {config.algorithm!r} needs masks: pass --masks DIR")
         if needs_masks and len(self.folder.empty_masks) == len(self.folder.samples):
             # Every mask empty: the explanation loss would be 0 and the run plain ERM, silently.
             raise ConfigError(
@@ -135,15 +156,6 @@ class Trainer:
             num_domains=len(self.protocol.train_domains), hparams=config.hparams,
             pretrained=config.pretrained, freeze_bn=config.freeze_bn,
         ).to(self.device)
-        self.objective_start = self.algorithm.objective_start()
-        if config.steps <= self.objective_start:
-            raise ConfigError(
-                f"algorithm {config.algorithm!r} trains on its whole objective only from step "
-                f"{self.objective_start} (its warm-up hyperparameters), but the run has "
-                f"{config.steps} steps: no checkpoint would hold it. Raise --steps above "
-                f"{self.objective_start} or shorten the warm-up (for ALIGN: hparams warmup_steps "
-                "and masker_warmup_steps)"
-            )
         self.resolved = {**config.to_dict(), "hparams": self.algorithm.hparams}
         self.resuming = self.run_dir.check_compatible(self.resolved, defaults=TrainConfig().to_dict())
         self.splits = self._load_or_make_splits()
@@ -300,6 +312,10 @@ class Trainer:
         rd = self.run_dir
         rd.path.mkdir(parents=True, exist_ok=True)
         with RunLock(rd.path):
+            if not self.resuming:  # another process may have trained here since __init__ looked
+                self.resuming = rd.check_compatible(self.resolved, defaults=TrainConfig().to_dict())
+                if self.resuming:
+                    self.splits = self._load_or_make_splits()
             return self._run_locked()
 
     def _run_locked(self) -> dict:

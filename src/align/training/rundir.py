@@ -37,43 +37,29 @@ class RunLocked(UserError, RuntimeError):
 
 
 class RunLock:
-    """An exclusive OS lock on `RUN/.lock` (`fcntl.flock`), held while a process trains there.
-
-    The OS releases it when the process exits in any way (kill -9 included), so a lock file
-    left by a dead process is simply taken over; the file holds the holder's PID for the error
-    message. Where `fcntl` does not exist (Windows) no lock is taken.
-    """
+    """An exclusive OS lock on `RUN/.lock` (`io.FileLock`, not waiting), held while a process
+    trains there; the file holds the holder's PID for the error message."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
-        self._file = None
+        self._lock = io.FileLock(self.path)
 
     def __enter__(self) -> "RunLock":
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            return self
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
+        if not self._lock.acquire(wait=False):
+            holder = self.path.read_text().strip() if self.path.is_file() else ""
             raise RunLocked(
-                f"{self.path.parent} is being trained by another process (PID {holder}); wait "
-                "for it to finish or stop it, or choose another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        self._file = f
+                f"{self.path.parent} is being trained by another process (PID "
+                f"{holder or 'unknown'}); wait for it to finish or stop it, or choose another --out")
+        f = self._lock.file
+        if f is not None:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            self._file.close()  # closing releases the lock
-            self._file = None
+        self._lock.release()
 
 
 # Keys that may change between a run and its resumption without changing its results.
