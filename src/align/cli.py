@@ -12,7 +12,9 @@
 - `align hparams`: an algorithm's hyperparameters as a Markdown table;
 - `align report`: tables, figures and index.html over run directories;
 - `align prepare`, `align check`: download and lay out, or check, a DomainBed dataset
-  (`align.cli_data`).
+  (`align.cli_data`);
+- `align sweep`: algorithms x protocol cells x hyperparameter draws x seeds on any dataset, on
+  a local, pool or Slurm launcher (`align.cli_sweep`).
 
 Every choice a command offers (`--algorithm`, `--backbone`, `--protocol`, ...) is read from the
 registry that defines it. Every command runs inside one error boundary (`AlignCommands`): a user
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -31,6 +33,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from .algorithms import ALGORITHMS
+from .cli_choices import one_of
 from .data.presets import PRESETS as DATASET_PRESETS
 from .data.synthetic import CUE_KINDS
 from .errors import ConfigError, UserError
@@ -76,27 +79,6 @@ app = typer.Typer(cls=AlignCommands, add_completion=False, no_args_is_help=True,
                   help="ALIGN and explanation-guided learning baselines (arXiv 2511.06944).")
 # Lines are not wrapped at the terminal's width, so a printed path stays one copyable string.
 console = Console(soft_wrap=True)
-
-
-def one_of(choices: Iterable[str], help: str, param: Callable[..., Any] = typer.Option) -> Any:
-    """A `typer.Option` (or `param`) whose help lists `choices` (a registry: with each object's
-    `help` where it has one) and which refuses any other value before the command runs."""
-    names = list(choices)
-    lookup = getattr(choices, "get", None)
-
-    def label(name: str) -> str:
-        about = getattr(lookup(name), "help", "") if lookup else ""
-        return f"{name} ({about})" if isinstance(about, str) and about else name
-
-    def check(value: Any) -> Any:
-        for v in [] if value is None else value if isinstance(value, list) else [value]:
-            if v not in names:
-                raise typer.BadParameter(f"{v!r} is not one of: {', '.join(names)}")
-        return value
-
-    labels = [label(n) for n in names]
-    sep = ", " if labels == names else "; "
-    return param(help=f"{help} One of: {sep.join(labels)}.", callback=check)
 
 
 @app.command()
@@ -367,9 +349,12 @@ def report(
 
 
 from .cli_data import register as _register_data_commands  # noqa: E402
+from .cli_sweep import register as _register_sweep_command  # noqa: E402
 _register_data_commands(app)
+_register_sweep_command(app)
 
-_MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds", "--levels", "--metrics", "--set")
+_MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds", "--levels", "--metrics", "--set",
+          "--protocols")
 
 
 def expand_multi(argv: list[str]) -> list[str]:

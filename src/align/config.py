@@ -142,8 +142,9 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         raise ConfigError(f"config: {name!r} must be {_type_name(hint)}, got {value!r}")
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON mapping; unknown top-level keys are errors naming the key and file."""
+def read_config_file(path: str | Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a YAML or JSON mapping; unknown top-level keys are errors naming the key and file.
+    `extra`: keys a caller reads besides the TrainConfig fields (a sweep file's `sweep:`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -155,10 +156,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
-    unknown = sorted(set(data) - FIELDS)
+    unknown = sorted(set(data) - FIELDS - set(extra))
     if unknown:
         raise ConfigError(
-            f"config file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}"
+            f"config file {path}: unknown key(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(FIELDS | set(extra)))}"
         )
     return data
 

@@ -185,11 +185,14 @@ class FileLock:
     supports `flock`; the OS releases the lock when its holder exits in any way (kill -9
     included), so a lock file left behind by a dead process is simply taken over. `with
     FileLock(path):` waits for the lock; `acquire(wait=False)` returns False while another
-    process holds it. Where `fcntl` does not exist (Windows) no lock is taken.
+    process holds it. With `remove`, the holder deletes the file when it releases the lock (for
+    a one-off task, so that no lock file stays behind); a waiter whose file was deleted meanwhile
+    locks the new one instead. Where `fcntl` does not exist (Windows) no lock is taken.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, remove: bool = False) -> None:
         self.path = Path(path)
+        self.remove = remove
         self.file: Any = None  # the open lock file while held
 
     def acquire(self, wait: bool = True) -> bool:
@@ -198,20 +201,31 @@ class FileLock:
         except ImportError:  # pragma: no cover - not POSIX
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")
+        while True:
+            f = open(self.path, "a+")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                f.close()
+                return False
+            except BaseException:
+                f.close()
+                raise
+            if not self.remove or self._still_the_file(f):
+                self.file = f
+                return True
+            f.close()  # its holder deleted it after we opened it: lock the new one
+
+    def _still_the_file(self, f: Any) -> bool:
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            f.close()
+            return os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
             return False
-        except BaseException:
-            f.close()
-            raise
-        self.file = f
-        return True
 
     def release(self) -> None:
         if self.file is not None:
+            if self.remove:
+                self.path.unlink(missing_ok=True)  # while still held: see acquire
             self.file.close()  # closing releases the lock
             self.file = None
 

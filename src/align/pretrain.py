@@ -28,7 +28,7 @@ from torch import nn
 from . import __version__
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .data.upstream import UpstreamConfig, render_upstream_set
-from .io import read_json, save_checkpoint, write_json
+from .io import FileLock, read_json, save_checkpoint, write_json
 
 #: Bump whenever the same settings would give different weights.
 PRETRAIN_VERSION = 1
@@ -132,15 +132,21 @@ def ensure_pretrained(out_dir: str | os.PathLike, backbone: str = "smallcnn",
     if is_finished(path):
         return path
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    state, stats = train_upstream(backbone, image_size, seed, config, progress)
-    save_checkpoint(path, state)  # first the weights; the record, written last, marks them done
-    record = {"format": "align-pretrained", **_settings(backbone, image_size, seed, config),
-              "classes": list(config.upstream.classes), "chance": 1 / len(config.upstream.classes),
-              **stats, "seconds": round(time.perf_counter() - start, 1),
-              "align_version": __version__, "torch_version": torch.__version__,
-              "weights": path.name, "weights_sha256": _sha256(path)}
-    write_json(path.with_suffix(".json"), record)
+    # Processes that need the same weights (a sweep's launchers) take turns: one trains, the
+    # others wait and then find the finished file.
+    with FileLock(path.with_suffix(".lock"), remove=True):
+        if is_finished(path):
+            return path
+        start = time.perf_counter()
+        state, stats = train_upstream(backbone, image_size, seed, config, progress)
+        save_checkpoint(path, state)  # first the weights; the record, written last, marks them done
+        record = {"format": "align-pretrained", **_settings(backbone, image_size, seed, config),
+                  "classes": list(config.upstream.classes),
+                  "chance": 1 / len(config.upstream.classes),
+                  **stats, "seconds": round(time.perf_counter() - start, 1),
+                  "align_version": __version__, "torch_version": torch.__version__,
+                  "weights": path.name, "weights_sha256": _sha256(path)}
+        write_json(path.with_suffix(".json"), record)
     return path
 
 

@@ -16,8 +16,8 @@ from rich.console import Console
 
 from .config import TrainConfig
 from .evaluation_presets import EvalConfig
-from .experiments.settings import QUICKSTART_SETTINGS, ensure_data, quickstart_hparams
-from .regimes import REGIMES
+from .experiments.settings import (  # noqa: F401 - ensure_data: align.quickstart.ensure_data
+    QUICKSTART_SETTINGS, ensure_data, quickstart_hparams, synthetic_source)
 
 #: Algorithms the quickstart trains, in order.
 QUICKSTART_ALGORITHMS: tuple[str, ...] = ("erm", "align")
@@ -37,19 +37,16 @@ def run_quickstart(out: Path, steps: int | None = None, seed: int = 0,
 
     console = console or Console()
     out = Path(out)
-    regime = REGIMES.get(QUICKSTART_REGIME)
-    data = ensure_data(out / "data", seed, console, regime.synth_config)
-    domains = sorted(p.name for p in (data / "images").iterdir() if p.is_dir())
     settings = {**QUICKSTART_SETTINGS, **({"steps": steps} if steps else {})}
-    settings.update(regime.train_settings(out / "pretrained", settings["backbone"],
-                                          settings["image_size"], console))
+    settings.update(synthetic_source(out, QUICKSTART_REGIME, console, settings["backbone"],
+                                     settings["image_size"], data_seed=seed))
+    domains = sorted(p.name for p in Path(settings["data"]).iterdir() if p.is_dir())
     results = {}
     for algo in algorithms:
         cfg = TrainConfig(
-            data=str(data / "images"), masks=str(data / "masks"), out=str(out / "runs" / algo),
-            algorithm=algo, protocol="lodo", test_domains=[domains[-1]], seed=seed,
-            hparams=quickstart_hparams(algo, settings["steps"]),
-            eval_masks={"cue": str(data / "cues")}, **settings,
+            out=str(out / "runs" / algo), algorithm=algo, protocol="lodo",
+            test_domains=[domains[-1]], seed=seed,
+            hparams=quickstart_hparams(algo, settings["steps"]), **settings,
         )
         with progress_bar(cfg.steps, algo, console) as prog:
             trainer = Trainer(cfg, prog)

@@ -49,13 +49,17 @@ class Regime:
         return dataclasses.replace(DEFAULT_CONFIG, cue_kind=self.cue_kind)
 
     def train_settings(self, pretrained_dir: Path, backbone: str, image_size: int,
-                       console: Console | None = None) -> dict:
+                       console: Console | None = None, make: bool = True) -> dict:
         """TrainConfig fields of this regime: the pretrained weights file (made and cached in
-        `pretrained_dir` on first use) and frozen BatchNorm, or nothing from scratch."""
+        `pretrained_dir` on first use, unless `make` is false) and frozen BatchNorm, or nothing
+        from scratch."""
         if not self.pretrained:
             return {"pretrained": None}
-        from .pretrain import ensure_pretrained
+        from .pretrain import ensure_pretrained, weights_path
 
+        if not make:
+            return {"pretrained": str(weights_path(pretrained_dir, backbone, image_size,
+                                                   PRETRAIN_SEED)), "freeze_bn": True}
         if console is not None and not _cached(pretrained_dir, backbone, image_size):
             console.print(f"pre-training the {backbone} stand-in for ImageNet in "
                           f"{pretrained_dir} (once; about 2 minutes on 2 cores) ...")

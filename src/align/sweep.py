@@ -1,13 +1,16 @@
-"""Sweeps: every (algorithm, held-out domain, seed) of a leave-one-domain-out comparison.
+"""`align benchmark`: the synthetic benchmark's leave-one-domain-out grid, a preset of `align sweep`.
 
-`align benchmark` runs the synthetic benchmark with the quickstart's settings; runs are named
-`<label>/test-<domain>/seed<k>` and resumed or skipped when already done, so a sweep that was
-interrupted continues where it stopped. `<label>` is the algorithm's name, followed by the
-hyperparameters set on the command line (`--set sparsity_weight=1.0` gives
+Every (algorithm, held-out domain, seed) of one regime (`align.regimes`) with the quickstart's
+settings (`align.experiments.settings`), built by the sweep's grid (`experiments.sweep_grid`,
+one hyperparameter draw: the defaults) and trained by its local launcher, so runs are resumed or
+skipped when already done and the regime's folder gets a `sweep.json` manifest. Runs keep the
+benchmark's own names, `runs/<label>/test-<domain>/seed<k>`: `<label>` is the algorithm's name,
+followed by the hyperparameters set on the command line (`--set sparsity_weight=1.0` gives
 `align-sparsity_weight=1.0`), so variants sit beside the defaults and never overwrite them.
 
 On a cluster, `--shard I/N` runs only the runs whose position in the (fixed) grid is I modulo N:
-N array jobs with I = 0..N-1 cover the grid once between them, each resumable on its own. A
+N array jobs with I = 0..N-1 cover the grid once between them, each resumable on its own (and
+`align sweep --synthetic REGIME --launcher slurm` submits the same grid as one job array). A
 final call without `--shard` finds every run done and writes the table. The aggregate table is
 a pure function of the run directories.
 """
@@ -17,12 +20,14 @@ from __future__ import annotations
 import re
 import statistics
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 
 from . import io
 from .config import TrainConfig
-from .experiments.settings import QUICKSTART_SETTINGS, ensure_data, quickstart_hparams
+from .experiments.settings import QUICKSTART_SETTINGS, quickstart_hparams, synthetic_source
+from .experiments.sweep_grid import Point, SweepSpec, expand, parse_assignments, scope_hparams
 from .report.stats import format_mean_std, mean_std
 from .report.writers import markdown_table as write_markdown
 from .rundir import RunFiles
@@ -43,23 +48,10 @@ def variant_label(algorithm: str, overrides: dict) -> str:
 
 def parse_overrides(items: list[str], algorithms: list[str]) -> dict:
     """`["sparsity_weight=1.0"]` -> {"sparsity_weight": 1.0}, values read as YAML scalars; every
-    key must be a hyperparameter of every algorithm of the sweep."""
-    import yaml
-
-    from .algorithms import ALGORITHMS
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    for algorithm in algorithms:
-        known = ALGORITHMS.get(algorithm).hparam_spec()  # the shared lr, weight_decay, ... too
-        unknown = sorted(set(out) - set(known))
-        if unknown:
-            raise ValueError(f"{algorithm} has no hyperparameter {', '.join(unknown)}; "
-                             f"it has {', '.join(sorted(known))}")
+    key must be a hyperparameter of every algorithm of the sweep (`lr`, `weight_decay` and
+    `dropout` are everyone's), and every value valid for it."""
+    out = parse_assignments(items)
+    scope_hparams(out, algorithms)
     return out
 
 
@@ -73,6 +65,32 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
+def benchmark_spec(data: Path, algorithms: list[str], seeds: list[int],
+                   steps: int | None = None, test_domains: list[str] | None = None,
+                   overrides: dict | None = None, source: dict | None = None) -> SweepSpec:
+    """The benchmark's grid over the synthetic benchmark in `data`: the quickstart's settings
+    updated by `source` (`settings.synthetic_source`: data, masks, cues, a regime's weights);
+    every run also scores ALIGN's masker against the cue masks at each evaluation."""
+    domains = sorted(p.name for p in (data / "images").iterdir() if p.is_dir())
+    cues = {"eval_masks": {"cue": str(data / "cues")}} if (data / "cues").is_dir() else {}
+    settings = {**QUICKSTART_SETTINGS, **({"steps": steps} if steps else {}),
+                "data": str(data / "images"), "masks": str(data / "masks"), **cues,
+                **(source or {})}
+    return SweepSpec(
+        algorithms=tuple(algorithms), domains=tuple(domains), settings=settings,
+        seeds=tuple(seeds), test_domains=tuple(test_domains or ()),
+        base={a: quickstart_hparams(a, settings["steps"]) for a in algorithms},
+        fixed=scope_hparams(overrides or {}, algorithms))
+
+
+def benchmark_naming(spec: SweepSpec) -> Callable[[Point], str]:
+    """`runs/<label>/test-<domain>/seed<k>` (see `variant_label`)."""
+    def name(p: Point) -> str:
+        label = variant_label(p.algorithm, dict(spec.fixed.get(p.algorithm, {})))
+        return "runs/" + run_name(p.algorithm, p.domains[0], p.seed, label)
+    return name
+
+
 def synthetic_configs(out: Path, data: Path, algorithms: list[str], seeds: list[int],
                       steps: int | None = None, test_domains: list[str] | None = None,
                       overrides: dict | None = None,
@@ -80,24 +98,9 @@ def synthetic_configs(out: Path, data: Path, algorithms: list[str], seeds: list[
     """Every (algorithm, held-out domain, seed) run of the grid, with the quickstart's settings
     updated by `regime_settings` (e.g. the pretrained weights of `align.regimes`). Every run also
     scores ALIGN's masker against the cue masks at each evaluation (`eval_masks`)."""
-    domains = sorted(p.name for p in (data / "images").iterdir() if p.is_dir())
-    unknown = sorted(set(test_domains or []) - set(domains))
-    if unknown:
-        raise ValueError(f"unknown test domain(s) {', '.join(unknown)}; the benchmark has {', '.join(domains)}")
-    domains = [d for d in domains if not test_domains or d in test_domains]
-    settings = {**QUICKSTART_SETTINGS, **({"steps": steps} if steps else {}),
-                **(regime_settings or {})}
-    overrides = overrides or {}
-    cues = {"cue": str(data / "cues")} if (data / "cues").is_dir() else {}
-    return [
-        TrainConfig(
-            data=str(data / "images"), masks=str(data / "masks"), eval_masks=cues,
-            out=str(out / "runs" / run_name(a, d, s, variant_label(a, overrides))), algorithm=a,
-            protocol="lodo", test_domains=[d], seed=s,
-            hparams={**quickstart_hparams(a, settings["steps"]), **overrides}, **settings,
-        )
-        for a in algorithms for d in domains for s in seeds
-    ]
+    spec = benchmark_spec(data, algorithms, seeds, steps, test_domains, overrides,
+                          regime_settings)
+    return [r.config for r in expand(spec, Path(out), benchmark_naming(spec))]
 
 
 def aggregate(run_dirs: list[Path], method: str = "training_domain_validation",
@@ -174,30 +177,23 @@ def run_synthetic_benchmark(out: Path, algorithms: list[str], seeds: list[int],
     With `shard=(i, n)` only every n-th run from the i-th is trained and nothing is aggregated
     (returns None): the other shards may still be running.
     """
-    from .regimes import REGIMES
-    from .training.loop import Trainer
-    from .ui import progress_bar
+    from .experiments.sweep_run import launch_runs, write_manifest
 
     console = console or Console()
     out = Path(out)
-    spec = REGIMES.get(regime)
-    data = ensure_data(out / "data", 0, console, spec.synth_config)
-    regime_settings = spec.train_settings(pretrained_dir or out / "pretrained",
-                                          QUICKSTART_SETTINGS["backbone"],
-                                          QUICKSTART_SETTINGS["image_size"], console)
-    configs = synthetic_configs(out, data, algorithms, seeds, steps, test_domains, overrides,
-                                regime_settings)
-    mine = [(i, c) for i, c in enumerate(configs) if shard is None or i % shard[1] == shard[0]]
-    for i, cfg in mine:
-        label = f"[{i + 1}/{len(configs)}] {Path(cfg.out).relative_to(out / 'runs')}"
-        with progress_bar(cfg.steps, label, console) as prog:
-            Trainer(cfg, prog).run()
+    source = synthetic_source(out, regime, console, QUICKSTART_SETTINGS["backbone"],
+                              QUICKSTART_SETTINGS["image_size"], pretrained_dir)
+    spec = benchmark_spec(out / "data", algorithms, seeds, steps, test_domains, overrides, source)
+    runs = expand(spec, out, benchmark_naming(spec))
+    write_manifest(out, spec, runs)
+    mine = [r for i, r in enumerate(runs) if shard is None or i % shard[1] == shard[0]]
+    launch_runs(mine, out, "local", console=console)
     if shard is not None:
-        console.print(f"shard {shard[0]}/{shard[1]}: {len(mine)} of {len(configs)} runs done; "
+        console.print(f"shard {shard[0]}/{shard[1]}: {len(mine)} of {len(runs)} runs done; "
                       "run again without --shard to write the table")
         return None
-    labels = [variant_label(c.algorithm, overrides or {}) for c in configs]
-    agg = aggregate([Path(c.out) for c in configs], labels=labels)
+    labels = [variant_label(r.point.algorithm, dict(spec.fixed[r.point.algorithm])) for r in runs]
+    agg = aggregate([Path(r.config.out) for r in runs], labels=labels)
     table = markdown_table(agg)
     stem = "results" + "".join(f"-{k}={v}" for k, v in sorted((overrides or {}).items()))
     io.write_text(out / f"{stem}.md", table)

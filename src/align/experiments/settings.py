@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from .. import io
 from ..data.synthetic import DEFAULT_CONFIG, SynthConfig, dataset_matches, generate
 
 #: Training settings shared by every quickstart and synthetic-benchmark run (CPU, 64 px, small
@@ -40,10 +41,34 @@ def ensure_data(root: Path, seed: int, console: Console,
                 config: SynthConfig = DEFAULT_CONFIG) -> Path:
     """The benchmark at `root`, generated unless it is already there with the same seed,
     generator version and configuration (`dataset_matches`; anything else, e.g. an older
-    version or another cue kind, is regenerated in place)."""
-    if dataset_matches(root, config, seed):
-        console.print(f"using the synthetic benchmark in {root}")
-        return root
-    console.print(f"generating the synthetic benchmark in {root} (seed {seed}, "
-                  f"{config.cue_kind} cue) ...")
-    return generate(root, config, seed=seed, overwrite=root.exists())
+    version or another cue kind, is regenerated in place).
+
+    Processes that share `root` (launchers of one sweep, array jobs) take turns through a lock
+    file beside it: one generates, the others then find the finished dataset."""
+    root = Path(root)
+    with io.FileLock(root.parent / f".{root.name}.lock", remove=True):
+        if dataset_matches(root, config, seed):
+            console.print(f"using the synthetic benchmark in {root}")
+            return root
+        console.print(f"generating the synthetic benchmark in {root} (seed {seed}, "
+                      f"{config.cue_kind} cue) ...")
+        return generate(root, config, seed=seed, overwrite=root.exists())
+
+
+def synthetic_source(out: Path, regime: str, console: Console, backbone: str, image_size: int,
+                     pretrained_dir: Path | None = None, make: bool = True,
+                     data_seed: int = 0) -> dict:
+    """TrainConfig fields of the synthetic benchmark of one regime (`align.regimes`) in
+    `out/data` (generated with `data_seed`): its images, object masks and cue masks (scored at
+    every evaluation as `@cue`), and the regime's initialisation (the pretrained stand-in for
+    this backbone and image size, kept in `pretrained_dir`, default `out/pretrained`). Data and
+    weights are made once, under locks; with `make=False` nothing is made (a dry run's paths)."""
+    from ..regimes import REGIMES
+
+    spec, data = REGIMES.get(regime), Path(out) / "data"
+    if make:
+        ensure_data(data, data_seed, console, spec.synth_config)
+    return {"data": str(data / "images"), "masks": str(data / "masks"),
+            "eval_masks": {"cue": str(data / "cues")},
+            **spec.train_settings(Path(pretrained_dir or Path(out) / "pretrained"), backbone,
+                                  image_size, console, make=make)}
