@@ -136,9 +136,11 @@ def parse_assignments(items: list[str], flag: str = "--set") -> dict[str, Any]:
 
 
 def scope_hparams(values: Mapping[str, Any], algorithms: list[str] | tuple[str, ...],
-                  source: str = "--set") -> dict[str, dict[str, Any]]:
+                  source: str = "--set", others: bool = False) -> dict[str, dict[str, Any]]:
     """{algorithm: {key: value}} from `KEY: value` (every algorithm of the sweep must have KEY;
     `lr`, `weight_decay` and `dropout` are everyone's) and `ALGORITHM.KEY: value` (that one).
+    With `others` (a sweep file's values), a key scoped to an algorithm this sweep does not run
+    is left out; otherwise it is refused.
 
     Each algorithm's values are checked by `Algorithm.resolve_hparams` (types, choices, ranges),
     so a bad value fails here, naming the key and the value, before anything is written."""
@@ -146,6 +148,9 @@ def scope_hparams(values: Mapping[str, Any], algorithms: list[str] | tuple[str, 
     for key, value in values.items():
         owner, dot, name = key.rpartition(".")
         targets = [owner] if dot else list(algorithms)
+        if dot and owner not in out and others:
+            ALGORITHMS.get(owner)  # a typo is still an error
+            continue
         if dot and owner not in out:
             raise ConfigError(f"{source} {key}: {owner!r} is not an algorithm of this sweep "
                               f"({', '.join(algorithms)})")

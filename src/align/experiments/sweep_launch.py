@@ -3,7 +3,7 @@
 | launcher | engine | where a run's output goes |
 |---|---|---|
 | local | this process, one run after the other | the terminal |
-| pool  | `concurrent.futures.ProcessPoolExecutor` (spawn): N worker processes, one per GPU of `--gpus` (`CUDA_VISIBLE_DEVICES`) or N CPU slots sharing the cores | `OUT/logs/<run>.log` |
+| pool  | `concurrent.futures.ProcessPoolExecutor` (spawn): N worker processes, one per GPU of `--gpus` (`CUDA_VISIBLE_DEVICES`) or N CPU slots sharing the cores | `OUT/logs/<algorithm>/.../<run>.log` |
 | slurm | submitit (`align.experiments.sweep_slurm`): one Slurm job array, one task per run | submitit's folder, `OUT/slurm/` |
 
 Every launcher executes the same picklable `Task` with the same function, `execute`: it trains
@@ -160,9 +160,11 @@ def register(name: str, help: str, options: tuple[str, ...] = ()) -> Callable[[L
 
 def tasks_of(runs: list[GridRun], root: Path, logs: bool = False,
              threads: int | None = None) -> list[Task]:
-    """One Task per run, labelled with its position; with `logs`, output to OUT/logs/<run>.log."""
+    """One Task per run, labelled with its position; with `logs`, its output goes to
+    OUT/logs/<run directory below runs/>.log."""
     return [Task(r.name, r.config, f"[{i}/{len(runs)}] {r.name}",
-                 str(root / "logs" / f"{r.name}.log") if logs else None, threads)
+                 str(root / "logs" / f"{r.name.removeprefix('runs/')}.log") if logs else None,
+                 threads)
             for i, r in enumerate(runs, 1)]
 
 

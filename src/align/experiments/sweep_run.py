@@ -97,11 +97,11 @@ def read_sweep_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             raise ConfigError(f"config file {path}: unknown sweep key {key!r}; known: "
                               f"{', '.join(SWEEP_KEYS)}")
         kind, what = SWEEP_KEYS[key]
-        bad_items = kind is list and not all(
-            isinstance(v, int) and not isinstance(v, bool) if key == "seeds" else isinstance(v, str)
-            for v in value or [])
-        if not isinstance(value, kind) or isinstance(value, bool) or bad_items or (
-                key == "n_hparams" and value < 1):
+        item = int if key == "seeds" else str
+        ok = isinstance(value, kind) and not isinstance(value, bool) and (
+            all(isinstance(v, item) and not isinstance(v, bool) for v in value) if kind is list
+            else key != "n_hparams" or value >= 1)
+        if not ok:
             raise ConfigError(f"config file {path}: sweep {key} must be {what}, got {value!r}")
     return values, section
 
@@ -137,7 +137,7 @@ def sweep_spec(inputs: SweepInputs, console: Console | None = None,
     algorithms = tuple(inputs.algorithms or section.get("algorithms") or ())
     if not algorithms:
         raise ConfigError("sweep: no algorithms (--algorithms, or sweep: algorithms: in --config)")
-    base = scope_hparams(settings.pop("hparams", None) or {}, algorithms, "hparams:")
+    base = scope_hparams(settings.pop("hparams", None) or {}, algorithms, "hparams:", others=True)
     if inputs.synthetic is not None:
         if inputs.data is not None:
             raise ConfigError("--data and --synthetic: choose one dataset")
@@ -152,8 +152,9 @@ def sweep_spec(inputs: SweepInputs, console: Console | None = None,
                                  settings.get("domains"))
     else:
         raise ConfigError("sweep: no data (--data DIR, `data:` in --config, or --synthetic)")
-    fixed = scope_hparams({**(section.get("set") or {}), **parse_assignments(list(inputs.set))},
-                          algorithms)
+    from_file = scope_hparams(section.get("set") or {}, algorithms, "sweep set:", others=True)
+    flags_set = scope_hparams(parse_assignments(list(inputs.set)), algorithms)
+    fixed = {a: {**from_file[a], **flags_set[a]} for a in algorithms}
     return SweepSpec(
         algorithms=algorithms, domains=domains, settings=settings,
         protocols=tuple(inputs.protocols or section.get("protocols") or ("lodo",)),
