@@ -98,3 +98,33 @@ def test_sharded_sweep_with_a_variant_then_one_table(tiny_synth, tmp_path, monke
     assert list(agg) == ["erm-lr=0.01"] and agg["erm-lr=0.01"]["texture"]["ood"][2] == 2
     assert "| erm-lr=0.01 |" in (out / "results-lr=0.01.md").read_text()
     assert not (out / "results.md").exists()  # the defaults' table is never replaced by a variant's
+
+
+def test_benchmark_set_lr_from_the_command_line(tmp_path, monkeypatch):
+    """Issue 11: `align benchmark --set lr=0.001` failed ("erm has no hyperparameter lr"). The
+    benchmark is now a preset of `align sweep`: its grid checks every value before writing."""
+    from typer.testing import CliRunner
+
+    import align.regimes as regimes
+    from align.cli import app, expand_multi
+    from align.experiments import settings
+
+    from conftest import TINY
+
+    monkeypatch.setattr(regimes, "DEFAULT_CONFIG", TINY)
+    for key, value in (("image_size", 32), ("batch_size", 4), ("eval_every", 2), ("num_workers", 0)):
+        monkeypatch.setitem(settings.QUICKSTART_SETTINGS, key, value)
+    out = tmp_path / "bench"
+    args = ["benchmark", "--out", str(out), "--regime", "square-scratch", "--algorithms", "erm",
+            "--seeds", "0", "--steps", "2", "--test-domains", "texture"]
+    bad = CliRunner().invoke(app, expand_multi(args + ["--set", "lr=-1"]))
+    assert bad.exit_code == 2 and "hyperparameter 'lr' must be > 0, got -1" in bad.output
+    assert not out.exists()
+    result = CliRunner().invoke(app, expand_multi(args + ["--set", "lr=0.001"]))
+    assert result.exit_code == 0, result.output
+    regime = out / "square-scratch"
+    run = regime / "runs" / "erm-lr=0.001" / "test-texture" / "seed0"
+    assert json.loads((run / "config.json").read_text())["hparams"]["lr"] == 0.001
+    assert "| erm-lr=0.001 |" in (regime / "results-lr=0.001.md").read_text()
+    manifest = json.loads((regime / "sweep.json").read_text())
+    assert [r["dir"] for r in manifest["runs"]] == ["runs/erm-lr=0.001/test-texture/seed0"]

@@ -234,3 +234,45 @@ def test_cli_errors_are_one_paragraph(tmp_path):
         result = _cli("sweep", "--out", str(tmp_path / "o"), "--data", str(data), *args)
         assert result.exit_code == 2 and match in result.output, (args, result.output)
         assert not (tmp_path / "o").exists()
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: Runs of each shipped sweep: 8 algorithms x cells x 1 draw x 3 seeds (4 domains in both).
+SHIPPED = {"vlcs_in_distribution.yaml": 8 * 1 * 3, "vlcs_single_source.yaml": 8 * 4 * 3,
+           "terra_incognita_in_distribution.yaml": 8 * 1 * 3,
+           "terra_incognita_single_source.yaml": 8 * 4 * 3}
+
+
+def test_every_shipped_sweep_config_is_known_to_this_test():
+    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_sweep_configs_expand_to_the_papers_grid(name, tmp_path):
+    """Every shipped config passes the sweep's checks (a dry run over a folder with the preset's
+    domains) and trains with DRE's preset: ResNet-50 from ImageNet at 224 px."""
+    from align.data.presets import get_preset
+
+    dataset = name.rsplit("_", 2)[0]
+    data = tmp_path / "data"
+    for domain in get_preset(dataset).domains:
+        (data / domain).mkdir(parents=True)
+    args = ["--data", str(data), "--masks", str(tmp_path / "masks"), "--config",
+            str(CONFIGS / name)]
+    result = _cli("sweep", "--out", str(tmp_path / "out"), *args, "--dry-run")
+    assert result.exit_code == 0, result.output
+    n = SHIPPED[name]
+    assert result.output.splitlines()[-1].startswith(f"{n} runs = 8 algorithm(s) x ")
+    assert not (tmp_path / "out").exists()
+    got = sweep_spec(SweepInputs(out=tmp_path / "out", data=data, masks=tmp_path / "masks",
+                                 config=CONFIGS / name), make=False)
+    runs = expand(got, tmp_path / "out")
+    assert len(runs) == n and {r.point.seed for r in runs} == {0, 1, 2}
+    assert {(r.config.backbone, r.config.pretrained, r.config.image_size, r.config.batch_size,
+             r.config.steps, r.config.dataset, r.config.selection) for r in runs} == {
+        ("resnet50", "imagenet", 224, 16, 5000, dataset, "val_loss")}
+    assert {r.point.algorithm for r in runs} >= {"erm", "sgt", "dre", "align", "gradia", "res_g"}
+    # without masks, the mask-supervised baselines are refused before anything is written
+    result = _cli("sweep", "--out", str(tmp_path / "out"), "--data", str(data), "--config",
+                  str(CONFIGS / name), "--dry-run")
+    assert result.exit_code == 2 and "needs masks" in result.output
