@@ -43,7 +43,7 @@ from .metrics.substrates import SUBSTRATES  # the substrate names' one import (-
 from .models.backbones import BACKBONES
 from .regimes import REGIMES
 from .training.presets import PRESETS as TRAINING_PRESETS
-from .training.protocols import PROTOCOLS
+from .protocols import PROTOCOLS
 from .training.selection import SELECTION_METHODS
 
 #: Reported as a message, not a traceback: the project's errors, the ValueError with which the
