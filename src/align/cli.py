@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
+from . import io
 from .algorithms import ALGORITHMS
 from .data.presets import PRESETS as DATASET_PRESETS
 from .data.synthetic import CUE_KINDS
@@ -42,8 +43,8 @@ from .metrics.explanations import EXPLAINERS
 from .metrics.substrates import SUBSTRATES  # the substrate names' one import (--substrate)
 from .models.backbones import BACKBONES
 from .regimes import REGIMES
-from .training.presets import PRESETS as TRAINING_PRESETS
 from .protocols import PROTOCOLS
+from .training.presets import PRESETS as TRAINING_PRESETS
 from .training.selection import SELECTION_METHODS
 
 #: Reported as a message, not a traceback: the project's errors, the ValueError with which the
@@ -146,7 +147,7 @@ def pretrain(
         task = bar.add_task("pretrain", total=cfg.steps)
         path = ensure_pretrained(out, backbone, image_size, seed, cfg,
                                  progress=lambda step, total: bar.update(task, completed=step))
-    record = json.loads(path.with_suffix(".json").read_text())
+    record = io.read_json(path.with_suffix(".json"))
     console.print(f"{'cached' if cached else 'trained'}: {path} (upstream accuracy "
                   f"{record['upstream_val_accuracy']:.1%}, chance {record['chance']:.1%}, "
                   f"{record['seconds']:.0f} s)")
