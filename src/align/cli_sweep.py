@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 import typer
 
 from .algorithms import ALGORITHMS
-from .cli_choices import one_of
+from .cli_base import one_of
 from .data.presets import PRESETS as DATASET_PRESETS
 from .experiments.sweep_launch import LAUNCHERS
 from .regimes import REGIMES
 from .training.presets import PRESETS as TRAINING_PRESETS
-from .training.protocols import PROTOCOLS
+from .protocols import PROTOCOLS
 
 
 def sweep_command(
@@ -65,7 +65,7 @@ def sweep_command(
 ) -> None:
     """Sweep algorithms x protocol cells x hyperparameter draws x seeds (resumable: finished
     runs are skipped, interrupted ones resumed, runs another launcher trains are skipped)."""
-    from .cli import console
+    from .cli_base import console
     from .experiments.sweep_launch import LaunchOptions
     from .experiments.sweep_run import SweepInputs, run_sweep, sweep_spec
 

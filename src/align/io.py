@@ -178,60 +178,74 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return out
 
 
-class FileLock:
-    """An exclusive OS lock on the file `path` (`fcntl.flock`; the file is created if missing).
+class ProcessLock:
+    """An exclusive OS lock (`fcntl.flock`) on a file, held by one process at a time.
 
-    One holder at a time across processes, also on a cluster's shared file system where it
-    supports `flock`; the OS releases the lock when its holder exits in any way (kill -9
-    included), so a lock file left behind by a dead process is simply taken over. `with
-    FileLock(path):` waits for the lock; `acquire(wait=False)` returns False while another
-    process holds it. With `remove`, the holder deletes the file when it releases the lock (for
-    a one-off task, so that no lock file stays behind); a waiter whose file was deleted meanwhile
-    locks the new one instead. Where `fcntl` does not exist (Windows) no lock is taken.
+    The OS releases it when the holder exits in any way (kill -9 included), so a lock file left
+    by a dead process is simply taken over; the file holds the holder's PID for the message.
+    Where `fcntl` does not exist (Windows) no lock is taken. Used for run directories (one
+    training per run), `align prepare`'s staging folder (one download per `.part`) and a sweep's
+    shared setup (launchers wait for each other: `wait=True`).
+
+    Args:
+        path: the lock file (created if missing, with its folder).
+        busy: the message when another process holds it; `{pid}` is replaced by its PID.
+        error: the exception class raised then (a `UserError`, so the CLI prints the message).
+        wait: wait for the holder to release it instead of raising.
+        remove: the holder deletes the file when it releases it, for a one-off task that should
+            leave no lock file behind. A process that opened the file before it was deleted
+            would otherwise lock a file nobody else sees; so the lock is taken only once the
+            locked file is still the one at `path` (otherwise the new file is locked).
     """
 
-    def __init__(self, path: str | os.PathLike, remove: bool = False) -> None:
-        self.path = Path(path)
-        self.remove = remove
-        self.file: Any = None  # the open lock file while held
+    def __init__(self, path: str | os.PathLike, busy: str = "{pid} holds the lock",
+                 error: type[UserError] = UserError, *, wait: bool = False,
+                 remove: bool = False) -> None:
+        self.path, self.busy, self.error = Path(path), busy, error
+        self.wait, self.remove = wait, remove
+        self._file = None
 
-    def acquire(self, wait: bool = True) -> bool:
+    def __enter__(self) -> "ProcessLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> "ProcessLock":
+        """Take the lock (waiting for it with `wait`), or raise `error` naming the holder's PID."""
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
-            return True
+            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             f = open(self.path, "a+")
             try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+            except OSError:
+                f.seek(0)
+                holder = f.read().strip() or "unknown"
                 f.close()
-                return False
-            except BaseException:
-                f.close()
-                raise
-            if not self.remove or self._still_the_file(f):
-                self.file = f
-                return True
-            f.close()  # its holder deleted it after we opened it: lock the new one
+                raise self.error(self.busy.replace("{pid}", holder)) from None
+            if not self.remove or self._still_at_path(f):
+                break
+            f.close()  # deleted by its holder since we opened it: lock the file now there
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return self
 
-    def _still_the_file(self, f: Any) -> bool:
+    def _still_at_path(self, f: Any) -> bool:
         try:
             return os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino
         except FileNotFoundError:
             return False
 
     def release(self) -> None:
-        if self.file is not None:
+        if self._file is not None:
             if self.remove:
-                self.path.unlink(missing_ok=True)  # while still held: see acquire
-            self.file.close()  # closing releases the lock
-            self.file = None
-
-    def __enter__(self) -> "FileLock":
-        self.acquire(wait=True)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
+                self.path.unlink(missing_ok=True)  # while still held: see `remove`
+            self._file.close()  # closing releases the lock
+            self._file = None

@@ -28,7 +28,7 @@ from torch import nn
 from . import __version__
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .data.upstream import UpstreamConfig, render_upstream_set
-from .io import FileLock, read_json, save_checkpoint, write_json
+from .io import ProcessLock, read_json, save_checkpoint, write_json
 
 #: Bump whenever the same settings would give different weights.
 PRETRAIN_VERSION = 1
@@ -134,7 +134,7 @@ def ensure_pretrained(out_dir: str | os.PathLike, backbone: str = "smallcnn",
     out.mkdir(parents=True, exist_ok=True)
     # Processes that need the same weights (a sweep's launchers) take turns: one trains, the
     # others wait and then find the finished file.
-    with FileLock(path.with_suffix(".lock"), remove=True):
+    with ProcessLock(path.with_suffix(".lock"), wait=True, remove=True):
         if is_finished(path):
             return path
         start = time.perf_counter()

@@ -46,7 +46,7 @@ def ensure_data(root: Path, seed: int, console: Console,
     Processes that share `root` (launchers of one sweep, array jobs) take turns through a lock
     file beside it: one generates, the others then find the finished dataset."""
     root = Path(root)
-    with io.FileLock(root.parent / f".{root.name}.lock", remove=True):
+    with io.ProcessLock(root.parent / f".{root.name}.lock", wait=True, remove=True):
         if dataset_matches(root, config, seed):
             console.print(f"using the synthetic benchmark in {root}")
             return root

@@ -40,7 +40,7 @@ from ..config import TrainConfig, make_config
 from ..errors import ConfigError
 from ..hparams import sample
 from ..training.loop import check_run
-from ..training.protocols import PROTOCOLS
+from ..protocols import PROTOCOLS
 from ..training.rundir import RESUMABLE_KEYS
 
 #: TrainConfig keys that the grid sets per run; a sweep's shared settings may not hold them

@@ -174,7 +174,7 @@ def write_manifest(root: Path, spec: SweepSpec, runs: list[GridRun]) -> Path:
     """Add this grid and its runs to OUT/sweep.json (atomically, under a lock: launchers of
     other grids into the same folder keep theirs)."""
     path = root / MANIFEST
-    with io.FileLock(root / f".{MANIFEST}.lock", remove=True):
+    with io.ProcessLock(root / f".{MANIFEST}.lock", wait=True, remove=True):
         old = read_manifest(root) if path.is_file() else {"grids": [], "runs": []}
         grids = old["grids"] + [g for g in [spec.to_json()] if g not in old["grids"]]
         entries = {e["dir"]: e for e in old["runs"]}
