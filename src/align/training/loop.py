@@ -32,6 +32,7 @@ from ..data.transforms import build_transform
 from ..errors import ConfigError, UserError
 from ..seeding import seed_hash
 from ..protocols import Protocol, make_protocol
+from ..rundir import RunDirError
 from .rundir import RunDir, RunLock, environment
 from .selection import SELECTION_METHODS, summarize
 
@@ -157,10 +158,22 @@ class Trainer:
             pretrained=config.pretrained, freeze_bn=config.freeze_bn,
         ).to(self.device)
         self.resolved = {**config.to_dict(), "hparams": self.algorithm.hparams}
-        self.resuming = self.run_dir.check_compatible(self.resolved, defaults=TrainConfig().to_dict())
-        self.splits = self._load_or_make_splits()
+        self._inspect(tolerate_writer=True)
 
     # ------------------------------------------------------------------ setup
+    def _inspect(self, tolerate_writer: bool) -> None:
+        """Whether the run directory holds this run to resume (`resuming`), and its splits. With
+        `tolerate_writer`, a folder that another process is writing (half-written, locked) is
+        left undecided (`resuming` None) and looked at again under the lock, in `run`."""
+        try:
+            self.resuming = self.run_dir.check_compatible(self.resolved,
+                                                          defaults=TrainConfig().to_dict())
+            self.splits = self._load_or_make_splits()
+        except (FileExistsError, RunDirError):
+            if not (tolerate_writer and self.run_dir.busy()):
+                raise
+            self.resuming = None
+
     def _load_or_make_splits(self) -> dict:
         cfg = self.config
         if self.resuming:
@@ -313,9 +326,7 @@ class Trainer:
         rd.path.mkdir(parents=True, exist_ok=True)
         with RunLock(rd.path):
             if not self.resuming:  # another process may have trained here since __init__ looked
-                self.resuming = rd.check_compatible(self.resolved, defaults=TrainConfig().to_dict())
-                if self.resuming:
-                    self.splits = self._load_or_make_splits()
+                self._inspect(tolerate_writer=False)
             return self._run_locked()
 
     def _run_locked(self) -> dict:

@@ -106,6 +106,16 @@ class RunDir(RunFiles):
             )
         return True
 
+    def busy(self) -> bool:
+        """Whether another process holds the run's lock (trains here now)."""
+        if not self.path.is_dir():
+            return False
+        try:
+            with RunLock(self.path):
+                return False
+        except RunLocked:
+            return True
+
     def write_json(self, name: str, obj: Any) -> None:
         io.write_json(self.path / name, obj)
 
