@@ -276,3 +276,25 @@ def test_shipped_sweep_configs_expand_to_the_papers_grid(name, tmp_path):
     result = _cli("sweep", "--out", str(tmp_path / "out"), "--data", str(data), "--config",
                   str(CONFIGS / name), "--dry-run")
     assert result.exit_code == 2 and "needs masks" in result.output
+
+
+def test_the_docs_example_sweep_file_expands(tmp_path):
+    """docs/sweeps.md's sweep file is a valid one: 3 algorithms x 4 held-out domains x 8 draws
+    x 3 seeds, with the file's hparams and set."""
+    import re
+
+    from align.data.presets import get_preset
+
+    doc = (CONFIGS.parent / "docs" / "sweeps.md").read_text()
+    (body,) = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    f = tmp_path / "sweep.yaml"
+    f.write_text(body)
+    data = tmp_path / "VLCS"
+    for domain in get_preset("vlcs").domains:
+        (data / domain).mkdir(parents=True)
+    runs = expand(sweep_spec(SweepInputs(out=tmp_path / "out", data=data, config=f), make=False),
+                  tmp_path / "out")
+    assert len(runs) == 3 * 4 * 8 * 3
+    assert {r.hparams["weight_decay"] for r in runs} == {0.0}
+    assert {r.hparams["warmup_steps"] for r in runs if r.point.algorithm == "align"} == {2000}
+    assert len({r.hparams["lr"] for r in runs if r.point.algorithm == "dre"}) == 8

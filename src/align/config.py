@@ -196,3 +196,26 @@ def make_config(file: str | Path | None = None, *, preset: str | None = None,
             raise ConfigError(f"unknown config key {k!r}")
         _merge(values, {k: v})
     return TrainConfig(**values).validate()
+
+
+def check_run(config: TrainConfig) -> int:
+    """Every check of a run's configuration that needs neither its data nor a network: the
+    config's values (`TrainConfig.validate`), the algorithm's hyperparameters (unknown keys,
+    types, choices), masks for an algorithm that learns from them, and enough steps to pass its
+    warm-up. Raises a ConfigError naming the key; returns the algorithm's `objective_start`.
+    The trainer runs it first; a sweep runs it on every run of its grid before writing anything."""
+    from .algorithms import ALGORITHMS  # the algorithms (and torch) only when a run is checked
+
+    config.validate()
+    cls = ALGORITHMS.get(config.algorithm)
+    cls.resolve_hparams(config.hparams)
+    if cls.needs_masks(config.hparams) and config.masks is None:
+        raise ConfigError(f"algorithm {config.algorithm!r} needs masks: pass --masks DIR")
+    start = cls.objective_start(config.hparams)
+    if config.steps <= start:
+        raise ConfigError(
+            f"algorithm {config.algorithm!r} trains on its whole objective only from step "
+            f"{start} (its warm-up hyperparameters), but the run has {config.steps} steps: no "
+            f"checkpoint would hold it. Raise --steps above {start} or shorten the warm-up (for "
+            "ALIGN: hparams warmup_steps and masker_warmup_steps)")
+    return start

@@ -36,10 +36,9 @@ from typing import Any, Callable, Mapping, NamedTuple
 import yaml
 
 from ..algorithms import ALGORITHMS
-from ..config import TrainConfig, make_config
+from ..config import TrainConfig, check_run, make_config
 from ..errors import ConfigError
 from ..hparams import sample
-from ..training.loop import check_run
 from ..protocols import PROTOCOLS
 from ..training.rundir import RESUMABLE_KEYS
 
@@ -226,7 +225,7 @@ def expand(spec: SweepSpec, root: Path, naming: Callable[[Point], str] = default
            ) -> list[GridRun]:
     """Every run of the grid, in order algorithm, protocol, cell, draw, seed; each config
     made by `config.make_config` (preset < shared settings < the run's keys) and checked by
-    `training.loop.check_run`. Raises a ConfigError naming the first bad key; writes nothing."""
+    `config.check_run`. Raises a ConfigError naming the first bad key; writes nothing."""
     check_spec(spec)
     settings = dict(spec.settings)
     preset = settings.pop("preset", None)

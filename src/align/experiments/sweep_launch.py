@@ -134,6 +134,9 @@ LaunchFn = Callable[[list[GridRun], LaunchOptions, Path, Console], list[Outcome]
 
 @dataclass(frozen=True)
 class Launcher:
+    """A registered launcher: its name (`--launcher`), one line of help, the `LaunchOptions` it
+    takes (any other given option is refused) and its launch function."""
+
     name: str
     help: str
     options: tuple[str, ...]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .. import io
 from ..algorithms import ALGORITHMS, Algorithm, Batch, build_algorithm
-from ..config import TrainConfig
+from ..config import TrainConfig, check_run
 from ..data.dataset import ImageDataset
 from ..data.folder import DomainFolder, scan_domainbed
 from ..data.loaders import make_eval_loader, make_train_loader
@@ -88,27 +88,6 @@ def train_step(algo: Algorithm, batch: Batch, step: int) -> dict[str, torch.Tens
         prefix = "" if phase == "classifier" else f"{phase}/"
         logged.update({prefix + k: t.detach() for k, t in terms.items()})
     return logged
-
-
-def check_run(config: TrainConfig) -> int:
-    """Every check of a run's configuration that needs neither its data nor a network: the
-    config's values (`TrainConfig.validate`), the algorithm's hyperparameters (unknown keys,
-    types, choices), masks for an algorithm that learns from them, and enough steps to pass its
-    warm-up. Raises a ConfigError naming the key; returns the algorithm's `objective_start`.
-    The trainer runs it first; a sweep runs it on every run of its grid before writing anything."""
-    config.validate()
-    cls = ALGORITHMS.get(config.algorithm)
-    cls.resolve_hparams(config.hparams)
-    if cls.needs_masks(config.hparams) and config.masks is None:
-        raise ConfigError(f"algorithm {config.algorithm!r} needs masks: pass --masks DIR")
-    start = cls.objective_start(config.hparams)
-    if config.steps <= start:
-        raise ConfigError(
-            f"algorithm {config.algorithm!r} trains on its whole objective only from step "
-            f"{start} (its warm-up hyperparameters), but the run has {config.steps} steps: no "
-            f"checkpoint would hold it. Raise --steps above {start} or shorten the warm-up (for "
-            "ALIGN: hparams warmup_steps and masker_warmup_steps)")
-    return start
 
 
 @dataclass
