@@ -50,7 +50,8 @@ def tiny_bench(tiny_synth, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bench") / "bench"
     shutil.copytree(tiny_synth, out / "data")
-    hparams = {"erm": {"lr": 1e-3}, "align": {"lr": 1e-3, "warmup_steps": 2, "masker_warmup_steps": 1}}
+    hparams = {"erm": {"lr": 1e-3},
+               "align": {"lr": 1e-3, "warmup_steps": 2, "masker_warmup_steps": 1}}
     for algo, hp in hparams.items():
         run = out / "runs" / algo / "test-texture" / "seed0"
         Trainer(tiny_config(out / "data", run, algorithm=algo, hparams=hp, steps=4)).run()

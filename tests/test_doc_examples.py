@@ -7,7 +7,9 @@ shrink it. Every substituted text must be in the doc, so an edit that removes it
 here instead of silently running the doc's full-size version. A block or command without an entry
 fails: a new doc example needs a test. The long experiments (`align quickstart`, `benchmark`,
 `mask-quality`, `pretrain`) run as documented, in-process, with their shared settings shrunk
-(`tiny_experiments`); the two that still take more than 5 s are marked slow.
+(`tiny_experiments`); the two that still take more than 5 s are marked slow. `align prepare`
+downloads small stand-ins of the datasets' archives from a local folder instead of the internet
+(`offline_datasets`); the SAM script of docs/masks.md runs with a stand-in `segment_anything`.
 """
 
 from __future__ import annotations
@@ -54,10 +56,11 @@ def synth_at(where: str, part: str = "") -> Prepare:
 
 
 def runs(cwd: Path, request: pytest.FixtureRequest) -> None:
-    """Finished 4-step ERM and ALIGN runs at `runs/erm` and `runs/align`."""
+    """Finished 4-step ERM and ALIGN runs at `runs/erm` and `runs/align` (kept if there)."""
     bench = request.getfixturevalue("tiny_bench")
     for algo in ("erm", "align"):
-        shutil.copytree(bench / "runs" / algo / "test-texture" / "seed0", cwd / "runs" / algo)
+        if not (cwd / "runs" / algo).exists():
+            shutil.copytree(bench / "runs" / algo / "test-texture" / "seed0", cwd / "runs" / algo)
 
 
 def bench_at(where: str) -> Prepare:
@@ -121,6 +124,18 @@ def experiments(cwd: Path, request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("tiny_experiments")
 
 
+def offline(cwd: Path, request: pytest.FixtureRequest) -> None:
+    request.getfixturevalue("offline_datasets")
+
+
+def archive_at(where: str, name: str) -> Prepare:
+    """The small stand-in of source archive `name` copied to `where` (as a user's download)."""
+    def prepare(cwd: Path, request: pytest.FixtureRequest) -> None:
+        (cwd / where).mkdir(parents=True, exist_ok=True)
+        shutil.copy(request.getfixturevalue("offline_datasets") / name, cwd / where / name)
+    return prepare
+
+
 def fake_sam(cwd: Path, request: pytest.FixtureRequest) -> None:
     """`segment_anything` replaced by a stand-in (see `FakeSamGenerator`)."""
     module = types.ModuleType("segment_anything")
@@ -181,17 +196,62 @@ def tiny_experiments(monkeypatch):
     synth = dataclasses.replace(DEFAULT_CONFIG, size=32, n_per_domain=16,
                                 domains=("photo", "sketch"), classes=("circle", "square"))
     monkeypatch.setattr(regimes, "DEFAULT_CONFIG", synth)  # the regimes' data, the quickstart's
-    monkeypatch.setattr(mask_quality, "ensure_data",
-                        lambda root, seed, console: quickstart.ensure_data(root, seed, console, synth))
+    monkeypatch.setattr(mask_quality, "ensure_data", lambda root, seed, console:
+                        quickstart.ensure_data(root, seed, console, synth))
     ensure = pretrain.ensure_pretrained
 
-    def ensure_tiny(out_dir, backbone="smallcnn", image_size=64, seed=0, config=None, progress=None):
+    def ensure_tiny(out_dir, backbone="smallcnn", image_size=64, seed=0, config=None,
+                    progress=None):
         return ensure(out_dir, backbone, image_size, seed, TINY_PRETRAIN, progress)
 
     monkeypatch.setattr(pretrain, "ensure_pretrained", ensure_tiny)
     monkeypatch.setattr(pretrain, "DEFAULT_PRETRAIN", TINY_PRETRAIN)  # `align pretrain`'s default
     for key, value in dict(TINY_TRAIN, steps=4).items():
         monkeypatch.setitem(quickstart.QUICKSTART_SETTINGS, key, value)
+
+
+def _domain_zip(path: Path, top: str, counts: dict) -> None:
+    """A zip archive holding `top/<domain>/<class>/<i>.jpg` (PACS' `kfold/`, Office-Home's
+    `OfficeHomeDataset_10072016/`) with `counts[domain][class]` images."""
+    import zipfile
+
+    from test_prepare import _jpeg
+
+    with zipfile.ZipFile(path, "w") as z:
+        for domain, per_class in counts.items():
+            for cls, n in per_class.items():
+                for i in range(n):
+                    z.writestr(f"{top}/{domain}/{cls}/{i}.jpg", _jpeg(i + len(cls)))
+
+
+@pytest.fixture
+def offline_datasets(tmp_path, monkeypatch) -> Path:
+    """`align prepare` without the internet: small stand-ins of the four datasets' source
+    archives (tests/test_prepare.py's builders; 2 images of 4x4 px per domain and class) in a
+    folder that `fetch` serves by file name, and presets whose only release has their counts.
+    The published checksums cannot match made-up archives, so they are not verified here
+    (tests/test_prepare.py tests them). Returns the archives' folder."""
+    import align.data.prepare as prepare
+    from align.data.presets import PRESETS
+    from test_prepare import _counts, _scaled, terra_archives, vlcs_tar
+
+    internet = tmp_path / "internet"
+    internet.mkdir()
+    counts = {name: _counts(PRESETS[name]) for name in ("vlcs", "pacs", "office_home")}
+    vlcs_tar(internet / "VLCS.tar.gz", counts["vlcs"])
+    _domain_zip(internet / "PACS.zip", "kfold", counts["pacs"])
+    _domain_zip(internet / "office_home.zip", "OfficeHomeDataset_10072016", counts["office_home"])
+    *_, counts["terra_incognita"] = terra_archives(internet)
+    for name, per_class in counts.items():
+        monkeypatch.setitem(PRESETS, name, _scaled(PRESETS[name], per_class))
+
+    def fetch(url: str, dest: Path, **kw) -> Path:
+        shutil.copy(internet / Path(dest).name, dest)
+        return Path(dest)
+
+    monkeypatch.setattr(prepare, "fetch", fetch)
+    monkeypatch.setattr(prepare, "verify_checksum", lambda *a, **kw: None)
+    return internet
 
 
 # --- checks ---------------------------------------------------------------------------------
@@ -211,6 +271,23 @@ def _files(*paths: str) -> Callable[[Path, object], None]:
     def check(cwd: Path, _) -> None:
         for path in paths:
             assert list(cwd.glob(path)), f"{path} was not written"
+    return check
+
+
+def _prepared(folder: str, *sources: str) -> Callable[[Path, object], None]:
+    """`folder` was prepared (its record is there), from `sources` (where each archive came from,
+    as the start of the record's `from`) when given."""
+    def check(cwd: Path, _) -> None:
+        record = json.loads((cwd / folder / ".align-prepare.json").read_text())
+        got = [s["from"] for s in record["sources"]]
+        for source, origin in zip(sources, got):
+            assert origin.startswith(source.format(cwd=cwd)), f"{folder}: from {got}"
+    return check
+
+
+def _says(text: str) -> Callable[[Path, str], None]:
+    def check(cwd: Path, output: str) -> None:
+        assert text in output, output
     return check
 
 
@@ -383,7 +460,8 @@ ALIGN_WARMUPS = dict(warmup_steps=2, masker_warmup_steps=1)  # guidance from ste
 
 COMMANDS: dict[str, Command] = {
     "align quickstart": Command(
-        prepare=(experiments,), check=_files("quickstart/report/index.html", "quickstart/runs/*/done")),
+        prepare=(experiments,),
+        check=_files("quickstart/report/index.html", "quickstart/runs/*/done")),
     "align train --data /data/VLCS --dataset vlcs --algorithm align --test-domains VOC2007 "
     "--steps 5001 --seed 0 --out runs/vlcs_align_voc": Command(
         prepare=(domainbed_folder("VLCS", "vlcs"), config_file("tiny.yaml", **ALIGN_WARMUPS)),
@@ -413,6 +491,36 @@ COMMANDS: dict[str, Command] = {
               ("--out runs/ti_dre", "--out runs/ti_dre --config tiny.yaml --steps 2")),
         check=_done("runs/ti_dre", preset="dre", algorithm="dre", selection="val_loss")),
     # 96 tiny runs (4 regimes x 4 algorithms x 2 domains x 3 seeds): about 15 s.
+    # docs/datasets.md: the archives come from `offline_datasets` instead of the internet.
+    "align prepare vlcs --root data": Command(
+        prepare=(offline,), check=_prepared("data/VLCS", "https://drive.usercontent.google.com/")),
+    "align check data/VLCS --dataset vlcs": Command(
+        prepare=(offline, after("align prepare vlcs --root data")), check=_says("check passed")),
+    "align train --data data/VLCS --dataset vlcs --algorithm erm --test-domains VOC2007 "
+    "--steps 5001 --seed 0 --out runs/vlcs_erm_voc": Command(
+        prepare=(offline, after("align prepare vlcs --root data"), config_file("tiny.yaml")),
+        subs=(("--steps 5001", "--steps 2 --config tiny.yaml"),),
+        check=_done("runs/vlcs_erm_voc", dataset="vlcs", test_domains=["VOC2007"])),
+    "align prepare terra_incognita --root data": Command(
+        prepare=(offline,), check=_prepared("data/terra_incognita")),
+    "align prepare pacs --root data": Command(prepare=(offline,), check=_prepared("data/PACS")),
+    "align prepare office_home --root data": Command(
+        prepare=(offline,), check=_prepared("data/office_home")),
+    "align check data/terra_incognita --dataset terra_incognita": Command(
+        prepare=(offline, after("align prepare terra_incognita --root data")),
+        check=_says("check passed")),
+    "align prepare vlcs --root data --mirror http://fileserver.example.org/domainbed": Command(
+        prepare=(offline,),
+        check=_prepared("data/VLCS", "http://fileserver.example.org/domainbed/VLCS.tar.gz")),
+    "align prepare pacs --root data --archive downloads/PACS.zip": Command(
+        prepare=(archive_at("downloads", "PACS.zip"),),
+        check=_prepared("data/PACS", "{cwd}/downloads/PACS.zip")),
+    "align prepare terra_incognita --root data --archive downloads/eccv_18_all_images_sm.tar.gz "
+    "--archive downloads/eccv_18_annotations.tar.gz": Command(
+        prepare=(archive_at("downloads", "eccv_18_all_images_sm.tar.gz"),
+                 archive_at("downloads", "eccv_18_annotations.tar.gz")),
+        check=_prepared("data/terra_incognita", "{cwd}/downloads/eccv_18_all_images_sm.tar.gz",
+                        "{cwd}/downloads/eccv_18_annotations.tar.gz")),
     "align benchmark --out benchmark": Command(
         prepare=(experiments,), check=_files("benchmark/regimes.md"), slow=True),
     "align evaluate runs/align": Command(
@@ -421,8 +529,10 @@ COMMANDS: dict[str, Command] = {
     "--substrate mean": Command(prepare=(runs,), check=_files("runs/align/evaluation.json")),
     "align evaluate runs/align --preset dre_auc": Command(
         prepare=(runs,), check=_files("runs/align/evaluation-dre_auc.json")),
+    "align evaluate runs/erm": Command(prepare=(runs,), check=_files("runs/erm/evaluation.json")),
     "align report runs/erm runs/align --out report": Command(
-        prepare=(runs,), check=_files("report/index.html")),
+        prepare=(after("align evaluate runs/erm"), after("align evaluate runs/align")),
+        check=_files("report/index.html")),
     "align benchmark --out benchmark --regime square-scratch --algorithms erm dre align": Command(
         prepare=(experiments,), check=_files("benchmark/square-scratch/results.md")),
     "align mask-quality --out mask_quality --seeds 0 1 2": Command(
