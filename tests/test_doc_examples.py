@@ -116,6 +116,35 @@ def after(line: str) -> Prepare:
     return prepare
 
 
+def shipped_configs(cwd: Path, request: pytest.FixtureRequest) -> None:
+    """The repository's `configs/` (the shipped sweep files), as a clone has it."""
+    shutil.copytree(README.parent / "configs", cwd / "configs")
+
+
+def sweep_file(name: str, **sweep) -> Prepare:
+    """A sweep file `name`: the tiny settings, 4 steps, ALIGN's short warm-ups, device auto (a
+    pool worker's one GPU, else the CPU) and the `sweep:` section `sweep`."""
+    def prepare(cwd: Path, request: pytest.FixtureRequest) -> None:
+        body = {**TINY_TRAIN, "device": "auto", "steps": 4, "sweep": sweep,
+                "hparams": {f"align.{k}": v for k, v in ALIGN_WARMUPS.items()}}
+        (cwd / name).write_text(json.dumps(body))
+    return prepare
+
+
+def fake_slurm(cwd: Path, request: pytest.FixtureRequest) -> None:
+    """Stand-ins for Slurm's `srun` and `sbatch` first on the PATH: sbatch answers as Slurm does
+    (job 4242) and runs nothing; submitit writes the real job script."""
+    import os
+
+    bin_dir = cwd / ".slurm-bin"
+    bin_dir.mkdir()
+    for name, body in (("srun", "exit 0"), ("sbatch", "echo Submitted batch job 4242")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    request.getfixturevalue("monkeypatch").setenv("PATH", f"{bin_dir}{os.pathsep}"
+                                                          f"{os.environ['PATH']}")
+
+
 def tiny_pretrain(cwd: Path, request: pytest.FixtureRequest) -> dict:
     return {"TINY_PRETRAIN": TINY_PRETRAIN}
 
@@ -288,6 +317,15 @@ def _prepared(folder: str, *sources: str) -> Callable[[Path, object], None]:
 def _says(text: str) -> Callable[[Path, str], None]:
     def check(cwd: Path, output: str) -> None:
         assert text in output, output
+    return check
+
+
+def _submitted(sweep: str, n: int) -> Callable[[Path, str], None]:
+    """`n` runs of `sweep` were submitted as one job array, none ran here."""
+    def check(cwd: Path, output: str) -> None:
+        lines = (cwd / sweep / "slurm" / "submitted.jsonl").read_text().splitlines()
+        assert [json.loads(x)["job_id"] for x in lines] == [f"4242_{i}" for i in range(n)]
+        assert not list((cwd / sweep).glob("runs/*/*/*/*/config.json"))
     return check
 
 
@@ -559,6 +597,48 @@ COMMANDS: dict[str, Command] = {
     "align shortcut --out benchmark/background-pretrained": Command(
         prepare=(bench_at("benchmark/background-pretrained"),),
         check=_files("benchmark/background-pretrained/shortcut.md")),
+    # docs/sweeps.md and the README's sweep section
+    "align sweep --out sweeps/synth --synthetic square-scratch --algorithms erm align --seeds 0 "
+    "--dry-run": Command(
+        prepare=(experiments,), check=_says("4 runs = 2 algorithm(s) x 2 cell(s) x 1 draw(s)")),
+    "align sweep --out sweeps/synth --synthetic square-scratch --algorithms erm align --seeds 0 "
+    "--launcher pool --workers 2": Command(
+        prepare=(experiments,), check=_files("sweeps/synth/runs/align/lodo-sketch/h0/s0-*/done",
+                                             "sweeps/synth/logs/erm/lodo-photo/h0/s0-*.log"),
+        slow=True),
+    "align masks --data /data/VLCS --out /data/VLCS_masks --source generic": Command(
+        prepare=(domainbed_folder("VLCS", "vlcs"),), subs=(("/data/VLCS", "VLCS"),),
+        check=_files("VLCS_masks/mask_source.json")),
+    "align sweep --config configs/vlcs_in_distribution.yaml --data /data/VLCS --masks "
+    "/data/VLCS_masks --out sweeps/vlcs_in_distribution --dry-run": Command(
+        prepare=(domainbed_folder("VLCS", "vlcs"), shipped_configs),
+        subs=(("/data/VLCS", "VLCS"),), check=_says("24 runs = 8 algorithm(s) x 1 cell(s)")),
+    # As documented, the shipped ResNet-50 sweep, submitted to a stand-in sbatch.
+    "align sweep --config configs/vlcs_in_distribution.yaml --data /data/VLCS --masks "
+    "/data/VLCS_masks --out sweeps/vlcs_in_distribution --launcher slurm --partition gpu --time "
+    "600 --gpus-per-job 1 --cpus-per-job 8 --mem 32": Command(
+        prepare=(domainbed_folder("VLCS", "vlcs"), shipped_configs, fake_slurm),
+        subs=(("/data/VLCS", "VLCS"),), check=_submitted("sweeps/vlcs_in_distribution", 24)),
+    # The shipped single-source sweep made tiny: ERM and GRADIA from one source, one seed.
+    "align sweep --config configs/vlcs_single_source.yaml --data /data/VLCS --masks "
+    "/data/VLCS_masks --out sweeps/vlcs_single_source --launcher pool --gpus 0,1,2,3": Command(
+        prepare=(after("align masks --data /data/VLCS --out /data/VLCS_masks --source generic"),
+                 sweep_file("tiny.yaml", algorithms=["erm", "gradia"], seeds=[0],
+                            protocols=["single_source"], train_domains=["Caltech101"])),
+        subs=(("/data/VLCS", "VLCS"), ("configs/vlcs_single_source.yaml", "tiny.yaml")),
+        check=_files("sweeps/vlcs_single_source/runs/gradia/single_source-Caltech101/h0/*/done"),
+        slow=True),
+    "align sweep --config configs/vlcs_single_source.yaml --data /data/VLCS --masks "
+    "/data/VLCS_masks --out sweeps/vlcs_single_source --launcher slurm --cluster local --wait":
+        Command(
+            prepare=(after("align masks --data /data/VLCS --out /data/VLCS_masks --source "
+                           "generic"),
+                     sweep_file("tiny.yaml", algorithms=["erm", "gradia"], seeds=[0],
+                                protocols=["single_source"], train_domains=["Caltech101"])),
+            subs=(("/data/VLCS", "VLCS"), ("configs/vlcs_single_source.yaml", "tiny.yaml")),
+            check=_files("sweeps/vlcs_single_source/runs/erm/single_source-Caltech101/h0/*/done",
+                         "sweeps/vlcs_single_source/slurm/submitted.jsonl"),
+            slow=True),
 }
 
 #: Lines of the docs' bash blocks that no test runs, each with the reason.
