@@ -27,7 +27,6 @@ from rich.console import Console
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..registry import Registry
-from ..rundir import RunFiles
 from .sweep_grid import GridRun
 
 
