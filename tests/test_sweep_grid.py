@@ -234,6 +234,11 @@ def test_cli_errors_are_one_paragraph(tmp_path):
         result = _cli("sweep", "--out", str(tmp_path / "o"), "--data", str(data), *args)
         assert result.exit_code == 2 and match in result.output, (args, result.output)
         assert not (tmp_path / "o").exists()
+    # a synthetic sweep's runs are checked before its data are made
+    result = _cli("sweep", "--out", str(tmp_path / "o"), "--synthetic", "square-scratch",
+                  "--algorithms", "align", "--steps", "10", "--set", "align.warmup_steps=20")
+    assert result.exit_code == 2 and "only from step 21" in result.output
+    assert not (tmp_path / "o").exists()
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

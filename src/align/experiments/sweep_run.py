@@ -27,6 +27,7 @@ collide.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,8 +127,9 @@ def folder_domains(data: Path, dataset: str | None, subset: list[str] | None) ->
 
 def sweep_spec(inputs: SweepInputs, console: Console | None = None,
                make: bool = True) -> SweepSpec:
-    """The grid `inputs` describe. With `--synthetic`, the benchmark's data and pretrained
-    stand-in are made first (once, under locks) unless `make` is false (a dry run)."""
+    """The grid `inputs` describe. With `--synthetic` and `make`, the benchmark's data and
+    pretrained stand-in are made (once, under locks), after every run of the grid passed its
+    checks (`expand`); a dry run (`make=False`) makes nothing."""
     console = console or Console()
     train, section = read_sweep_file(inputs.config) if inputs.config else ({}, {})
     flags = {"data": inputs.data and str(inputs.data), "dataset": inputs.dataset,
@@ -138,30 +140,38 @@ def sweep_spec(inputs: SweepInputs, console: Console | None = None,
     if not algorithms:
         raise ConfigError("sweep: no algorithms (--algorithms, or sweep: algorithms: in --config)")
     base = scope_hparams(settings.pop("hparams", None) or {}, algorithms, "hparams:", others=True)
+    from_file = scope_hparams(section.get("set") or {}, algorithms, "sweep set:", others=True)
+    flags_set = scope_hparams(parse_assignments(list(inputs.set)), algorithms)
+
+    def synthetic(make: bool) -> dict:
+        return synthetic_source(inputs.out, inputs.synthetic, console, settings["backbone"],
+                                settings["image_size"], make=make)
+
     if inputs.synthetic is not None:
         if inputs.data is not None:
             raise ConfigError("--data and --synthetic: choose one dataset")
         settings = {**QUICKSTART_SETTINGS, **settings}
-        settings.update(synthetic_source(inputs.out, inputs.synthetic, console,
-                                         settings["backbone"], settings["image_size"],
-                                         make=make))
         base = {a: {**quickstart_hparams(a, settings["steps"]), **hp} for a, hp in base.items()}
         domains = tuple(sorted(_synth_domains(inputs.synthetic)))
+        source = synthetic(make=False)
     elif settings.get("data"):
         domains = folder_domains(Path(settings["data"]), settings.get("dataset"),
                                  settings.get("domains"))
+        source = {}
     else:
         raise ConfigError("sweep: no data (--data DIR, `data:` in --config, or --synthetic)")
-    from_file = scope_hparams(section.get("set") or {}, algorithms, "sweep set:", others=True)
-    flags_set = scope_hparams(parse_assignments(list(inputs.set)), algorithms)
-    fixed = {a: {**from_file[a], **flags_set[a]} for a in algorithms}
-    return SweepSpec(
-        algorithms=algorithms, domains=domains, settings=settings,
+    spec = SweepSpec(
+        algorithms=algorithms, domains=domains, settings={**settings, **source},
         protocols=tuple(inputs.protocols or section.get("protocols") or ("lodo",)),
         seeds=tuple(inputs.seeds or section.get("seeds") or (0, 1, 2)),
-        n_hparams=inputs.n_hparams or section.get("n_hparams") or 1, base=base, fixed=fixed,
+        n_hparams=inputs.n_hparams or section.get("n_hparams") or 1, base=base,
+        fixed={a: {**from_file[a], **flags_set[a]} for a in algorithms},
         test_domains=tuple(inputs.test_domains or section.get("test_domains") or ()),
         train_domains=tuple(inputs.train_domains or section.get("train_domains") or ()))
+    if make and inputs.synthetic is not None:
+        expand(spec, inputs.out)  # every check before the data are made
+        spec = dataclasses.replace(spec, settings={**settings, **synthetic(make=True)})
+    return spec
 
 
 def _synth_domains(regime: str) -> tuple[str, ...]:
