@@ -10,7 +10,7 @@
 - `align mask-quality`: mask-supervised training with masks of decreasing quality;
 - `align evaluate`: accuracy and explanation metrics of a run;
 - `align hparams`: an algorithm's hyperparameters as a Markdown table;
-- `align report`: tables, figures and index.html over run directories;
+- `align report`, `align collect` (`align.cli_collect`): reports over runs, sweep tables;
 - `align prepare`, `align check`: download and lay out, or check, a DomainBed dataset
   (`align.cli_data`).
 
@@ -368,6 +368,8 @@ def report(
 
 from .cli_data import register as _register_data_commands  # noqa: E402
 _register_data_commands(app)
+from .cli_collect import register as _register_collect_commands  # noqa: E402
+_register_collect_commands(app)
 
 _MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds", "--levels", "--metrics", "--set")
 

@@ -127,14 +127,17 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def _algorithm_order(name: str) -> tuple[int, str]:
+def algorithm_order(name: str) -> tuple[int, str]:
+    """Sort key: the algorithms' registry order (unknown names last, by name)."""
     from ..algorithms import ALGORITHMS
 
     names = ALGORITHMS.names()
     return (names.index(name) if name in names else len(names), name)
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A config or hyperparameter value as labels show it: a float short (`5e-05`, 6
+    significant digits), a list or dict as compact JSON."""
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, dict)):
@@ -142,27 +145,39 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def variant_key(variant: dict) -> str:
+    """A variant's grouping key (its JSON, keys sorted)."""
+    return json.dumps(variant, sort_keys=True, default=str)
+
+
+def variant_labels(algorithm: str, variants: dict[str, dict]) -> dict[str, str]:
+    """Labels of one algorithm's variants (key -> flattened config): the algorithm's name, plus
+    the values of the keys in which its variants differ, e.g. `align (guidance=none)`."""
+    differing = sorted({k for a in variants.values() for b in variants.values()
+                        for k in set(a) | set(b) if a.get(k) != b.get(k)})
+    out = {}
+    for key, v in variants.items():
+        suffix = ", ".join(f"{k}={format_value(v.get(k))}" for k in differing)
+        out[key] = f"{algorithm} ({suffix})" if suffix else algorithm
+    return out
+
+
 def group_methods(runs: list[RunRecord]) -> list[Method]:
     """Runs -> methods, labelled as in the module docstring, in registry order of algorithms."""
     by_algo: dict[str, dict[str, list[RunRecord]]] = {}
-    variants: dict[str, dict] = {}
+    variants: dict[str, dict[str, dict]] = {}
     for r in runs:
         v = r.variant()
-        key = json.dumps(v, sort_keys=True, default=str)
+        key = variant_key(v)
         by_algo.setdefault(r.algorithm, {}).setdefault(key, []).append(r)
-        variants[key] = v
+        variants.setdefault(r.algorithm, {})[key] = v
     methods = []
-    for algo in sorted(by_algo, key=_algorithm_order):
-        groups = by_algo[algo]
-        differing = sorted({k for a in groups for b in groups
-                            for k in set(variants[a]) | set(variants[b])
-                            if variants[a].get(k) != variants[b].get(k)})
-        for key, members in groups.items():
-            suffix = ", ".join(f"{k}={_fmt(variants[key].get(k))}" for k in differing)
-            label = f"{algo} ({suffix})" if suffix else algo
+    for algo in sorted(by_algo, key=algorithm_order):
+        labels = variant_labels(algo, variants[algo])
+        for key, members in by_algo[algo].items():
             members = sorted(members, key=lambda r: (r.seed, r.name(), str(r.path)))
-            methods.append(Method(label, algo, members))
-    return sorted(methods, key=lambda m: (_algorithm_order(m.algorithm), m.label))
+            methods.append(Method(labels[key], algo, members))
+    return sorted(methods, key=lambda m: (algorithm_order(m.algorithm), m.label))
 
 
 def group_settings(runs: list[RunRecord]) -> list[Setting]:

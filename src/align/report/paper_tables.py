@@ -32,8 +32,8 @@ from typing import Callable, Iterable
 
 from ..rundir import eval_splits
 from .collect import Method, RunRecord, Setting
-from .stats import MeanStd, format_mean_std, mean_std
-from .writers import csv_table, markdown_table
+from .stats import MeanStd, format_mean_std, seed_cells
+from .writers import TexRaw, csv_table, latex_table, markdown_table, tex_escape, tex_label
 
 SCALE = 100.0
 DECIMALS = 2
@@ -99,15 +99,7 @@ def _cells(method: Method, columns: list[str], per_run: PerRun, avg: bool) -> li
             if value is not None:
                 seeds.setdefault(run.seed, {}).setdefault(col, []).append(value)
     per_seed = {s: {c: statistics.fmean(v) for c, v in cols.items()} for s, cols in seeds.items()}
-    cells: list[Cell | None] = []
-    for col in columns:
-        vals = [cols[col] for _, cols in sorted(per_seed.items()) if col in cols]
-        cells.append(mean_std(vals) if vals else None)
-    if avg:
-        vals = [statistics.fmean(cols[c] for c in columns)
-                for _, cols in sorted(per_seed.items()) if all(c in cols for c in columns)]
-        cells.append(mean_std(vals) if vals else None)
-    return cells
+    return seed_cells(per_seed, columns, avg)
 
 
 def _columns(setting: Setting, per_run: PerRun, order: list[str]) -> list[str]:
@@ -289,25 +281,13 @@ def to_csv(sections: list[tuple[Setting, list[Table]]]) -> str:
     return csv_table(head, rows)
 
 
-_TEX = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def _tex(text: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in text)
-
-
-def _label(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-:." else "-" for ch in text)
-
-
-def _tex_value(cell: Cell | None, best: bool) -> str:
+def _tex_value(cell: Cell | None, best: bool) -> TexRaw:
     if cell is None:
-        return "--"
+        return TexRaw("--")
     text = f"{cell.mean * SCALE:.{DECIMALS}f}"
     if cell.std is not None:
         text += f" $\\pm$ {cell.std * SCALE:.{DECIMALS}f}"
-    return f"\\textbf{{{text}}}" if best else text
+    return TexRaw(f"\\textbf{{{text}}}" if best else text)
 
 
 def to_latex(sections: list[tuple[Setting, list[Table]]]) -> str:
@@ -317,16 +297,11 @@ def to_latex(sections: list[tuple[Setting, list[Table]]]) -> str:
         for t in tables:
             best = t.best()
             head = ["method", "seeds"] + [
-                _tex(c) + arrow(d, "$\\uparrow$", "$\\downarrow$") for c, d in zip(t.columns, t.directions)]
-            out += [
-                "\\begin{table}[t]", "\\centering",
-                f"\\caption{{{_tex(setting.title)}. {_tex(t.title)}.}}",
-                f"\\label{{tab:{_label(setting.slug)}:{_label(t.key)}}}",
-                "\\begin{tabular}{lr" + "r" * len(t.columns) + "}", "\\toprule",
-                " & ".join(head) + " \\\\", "\\midrule",
-            ]
-            for i, (label, seeds, cells) in enumerate(t.rows):
-                vals = [_tex_value(c, i in best[j]) for j, c in enumerate(cells)]
-                out.append(" & ".join([_tex(label), str(seeds)] + vals) + " \\\\")
-            out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+                TexRaw(tex_escape(c) + arrow(d, "$\\uparrow$", "$\\downarrow$"))
+                for c, d in zip(t.columns, t.directions)]
+            rows = [[label, seeds] + [_tex_value(c, i in best[j]) for j, c in enumerate(cells)]
+                    for i, (label, seeds, cells) in enumerate(t.rows)]
+            out += [latex_table(head, rows, caption=f"{setting.title}. {t.title}.",
+                                label=tex_label(setting.slug, t.key),
+                                align="lr" + "r" * len(t.columns)), ""]
     return "\n".join(out)
