@@ -360,9 +360,8 @@ def report(
     """Tables (Markdown, CSV, LaTeX), figures and index.html over run directories (mean ± std
     over seeds), from the files `align train` and `align evaluate` wrote (evaluate runs first)."""
     from .report.build import make_report
-    from .report.collect import find_run_dirs
 
-    index = make_report(find_run_dirs(run_dirs), out)
+    index = make_report(run_dirs, out)
     console.print(f"report: {index}")
 
 

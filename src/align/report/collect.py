@@ -20,6 +20,7 @@ from ..rundir import DEFAULT_SELECTION, RunDirError, RunFiles, selection_of
 NOT_VARIANT = {
     "out", "seed", "test_domains", "train_domains", "protocol", "data", "domains", "dataset",
     "device", "num_workers", "eval_batch_size", "verify_images", "skip_bad_images", "preset",
+    "tensorboard",
 }
 
 @dataclass
@@ -99,9 +100,11 @@ class Setting:
         return "-".join((self.protocol, *self.domains)).replace(" ", "_").replace("/", "_")
 
 
-def load_run_record(path: str | Path) -> RunRecord:
-    """Read one evaluated run directory; `RunDirError` naming it when a file is missing or bad
-    (a run not evaluated: the message gives the `align evaluate` command)."""
+def load_run_record(path: str | Path, evaluated: bool = True) -> RunRecord:
+    """Read one finished run directory; `RunDirError` naming it when a file is missing or bad.
+
+    `evaluated`: the run must have been evaluated (else the message gives the `align evaluate`
+    command); with False, a run without evaluation.json has `evaluation` None."""
     run = RunFiles(path)
     if not run.path.is_dir():
         raise RunDirError(f"{run.path}: not a directory")
@@ -110,7 +113,8 @@ def load_run_record(path: str | Path) -> RunRecord:
     if selection not in summary:
         raise RunDirError(
             f"{run.path}/summary.json has no {selection!r} entry (the run's selection)")
-    return RunRecord(run.path, config, protocol, summary, run.records(), run.evaluation())
+    evaluation = run.evaluation() if evaluated or run.has_evaluation() else None
+    return RunRecord(run.path, config, protocol, summary, run.records(), evaluation)
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:

@@ -91,15 +91,17 @@ def display_name(name: str) -> str:
 PerRun = Callable[[RunRecord], Iterable[tuple[str, float]]]
 
 
-def _cells(method: Method, columns: list[str], per_run: PerRun, avg: bool) -> list[Cell | None]:
-    """One cell per column (and avg) for a method: per-seed means, then mean ± std over seeds."""
+def _cells(method: Method, columns: list[str], per_run: PerRun, avg: bool
+           ) -> tuple[int, list[Cell | None]]:
+    """One cell per column (and avg) for a method: per-seed means, then mean ± std over seeds;
+    and the number of seeds with a value (a run of a folder may not be evaluated)."""
     seeds: dict[int, dict[str, list[float]]] = {}
     for run in method.runs:
         for col, value in per_run(run):
             if value is not None:
                 seeds.setdefault(run.seed, {}).setdefault(col, []).append(value)
     per_seed = {s: {c: statistics.fmean(v) for c, v in cols.items()} for s, cols in seeds.items()}
-    return seed_cells(per_seed, columns, avg)
+    return len(per_seed), seed_cells(per_seed, columns, avg)
 
 
 def _columns(setting: Setting, per_run: PerRun, order: list[str]) -> list[str]:
@@ -112,7 +114,7 @@ def _table(setting: Setting, key: str, title: str, per_run: PerRun, order: list[
     columns = _columns(setting, per_run, order)
     if not columns:
         return None
-    rows = [(m.label, len(m.seeds), _cells(m, columns, per_run, avg)) for m in setting.methods]
+    rows = [(m.label, *_cells(m, columns, per_run, avg)) for m in setting.methods]
     dirs = [directions(c) for c in columns]
     names = [display_name(c) for c in columns]
     if avg:
@@ -132,7 +134,7 @@ def _accuracy(role: str) -> PerRun:
 
 
 def _eval_splits(run: RunRecord, role: str):
-    for split in run.evaluation["splits"].values():
+    for split in (run.evaluation or {"splits": {}})["splits"].values():
         if split["role"] == role:
             yield split
 
@@ -180,7 +182,7 @@ def evaluation_note(setting: Setting) -> str:
     """How the explanation metrics were computed (one line per distinct evaluation config)."""
     configs = []
     for m in setting.methods:
-        for r in m.runs:
+        for r in (r for r in m.runs if r.evaluation is not None):
             c = r.evaluation["config"]
             n = ("all" if c["max_batches"] is None
                  else f"at most {c['max_batches'] * c['batch_size']}")

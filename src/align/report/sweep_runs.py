@@ -62,7 +62,7 @@ class SweepRun:
     protocol: dict
     records: list[dict]  # results.jsonl
     objective_start: int  # summary.json's: no checkpoint of the warm-up is selected
-    done: bool  # finished training (`done` and summary.json)
+    done: bool  # finished training (`RunFiles.is_finished`)
 
     @property
     def algorithm(self) -> str:
@@ -210,7 +210,7 @@ def _read(path: Path) -> tuple[SweepRun | None, str]:
         if not (run / "protocol.json").is_file():
             return None, "not started (no protocol.json)"
         records = run.records()
-        done = run.is_done() and (run / "summary.json").is_file()
+        done = run.is_finished()
         start = run.summary().get("objective_start", 0) if done else 0
         why = "" if done else (f"not finished (step {records[-1]['step'] if records else 0} "
                                f"of {config.get('steps', '?')})")

@@ -31,6 +31,7 @@ from ..data.splits import make_splits, split_indices, splits_from_record, splits
 from ..data.transforms import build_transform
 from ..errors import ConfigError, UserError
 from ..seeding import seed_hash
+from .logs import TensorBoardLog
 from .protocols import Protocol, make_protocol
 from .rundir import RunDir, RunLock, environment
 from .selection import SELECTION_METHODS, summarize
@@ -105,6 +106,7 @@ class Trainer:
         self.progress = progress or Progress()
         self.run_dir = RunDir(config.out)
         self.run_dir.check_writable()
+        self.events = TensorBoardLog(self.run_dir / "tensorboard" if config.tensorboard else None)
         # Data are validated before anything is written, so bad input leaves no run behind.
         self.folder: DomainFolder = scan_domainbed(
             config.data, masks_root=config.masks, preset=config.dataset, domains=config.domains,
@@ -163,7 +165,7 @@ class Trainer:
         rd = self.run_dir
         rd.path.mkdir(parents=True, exist_ok=True)
         rd.write_json("config.json", self.resolved)
-        rd.write_json("env.json", {**environment(), "device": str(self.device)})
+        rd.write_json("env.json", environment(self.device))
         rd.write_json("dataset.json", self.folder.to_json())
         rd.write_json("protocol.json", self.protocol.to_json())
         base = {d: {k: s[k] for k in ("in", "out")} for d, s in self.splits.items()}
@@ -299,7 +301,7 @@ class Trainer:
         write to the end; another process's start fails naming the holder."""
         rd = self.run_dir
         rd.path.mkdir(parents=True, exist_ok=True)
-        with RunLock(rd.path):
+        with RunLock(rd.path), self.events:
             return self._run_locked()
 
     def _run_locked(self) -> dict:
@@ -322,6 +324,7 @@ class Trainer:
         self._write_run_files()
         (rd.path / "done").unlink(missing_ok=True)  # training further (more steps): not done yet
         start, best_val, best_step, records = self._restore(state)
+        self.events.open(start)
         criterion = SELECTION_METHODS.get(cfg.selection)
         train_loader, eval_loader = self._loaders(start)
         sums: dict[str, torch.Tensor] = {}
@@ -358,6 +361,7 @@ class Trainer:
                     io.save_checkpoint(rd.best_ckpt, {"step": step + 1,
                                                       "algorithm": self.algorithm.state_dict()})
                 self.progress.on_eval(record)
+                self.events.write(record)
                 sums, counts, t0 = {}, {}, time.time()
         summary = {"steps": cfg.steps,
                    **summarize(records, self.protocol.to_json(), self.objective_start)}
