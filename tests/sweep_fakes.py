@@ -1,6 +1,6 @@
 """Sweep folders written by hand for `align collect`'s tests: run directories with the files the
-collector reads (config.json, protocol.json, results.jsonl, summary.json, done) and accuracies
-chosen by the test, so that every selection has a known answer.
+collector and the report read (config.json, protocol.json, results.jsonl, summary.json, done)
+and accuracies chosen by the test, so that every selection has a known answer.
 
 `record(step, val=, test_in=, test_out=, ce=)` gives one evaluation record of a run: every
 training domain's validation split scores `val` (with mean cross-entropy `ce`), every test
@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+
+from align.training.selection import summarize
 
 DOMAINS = ("A", "B", "C")
 #: The split keys of each protocol: (training domains' validation split, test split, test
@@ -66,7 +68,8 @@ def write_run(path: Path, algorithm: str, protocol: dict, records: list[dict], *
     (path / "protocol.json").write_text(json.dumps(protocol))
     (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     if finished:
-        (path / "summary.json").write_text(json.dumps({"steps": steps, "objective_start": 0}))
+        summary = {"steps": steps, **summarize(records, protocol)}
+        (path / "summary.json").write_text(json.dumps(summary))
         (path / "done").write_text("done\n")
     else:
         (path / "checkpoints").mkdir()

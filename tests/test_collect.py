@@ -260,3 +260,92 @@ def test_report_of_a_sweep_folder_leaves_out_unfinished_and_notes_unevaluated(tm
     shutil.move(sweep / "erm" / "seed3", tmp_path / "only" / "seed3")
     with pytest.raises(RunDirError, match="no finished run"):
         make_report([tmp_path / "only"], tmp_path / "r2")
+
+
+# ------------------------------------------------------------------ a trained sweep
+@pytest.fixture(scope="module")
+def trained_sweep(tiny_synth, tmp_path_factory):
+    """2 algorithms x 2 held-out domains x 2 seeds x 2 draws of tiny training (4 steps,
+    evaluated every 2), in a layout of our own."""
+    import torch
+
+    from align.training.loop import Trainer
+
+    from conftest import tiny_config
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("trained") / "sweep"
+    for algo in ("erm", "mixup"):
+        for env in ("texture", "photo"):
+            for seed in (0, 1):
+                for i, lr in enumerate((1e-3, 3e-3)):
+                    Trainer(tiny_config(tiny_synth, root / f"{algo}-{env}-{seed}-{i}",
+                                        algorithm=algo, test_domains=[env], seed=seed, steps=4,
+                                        eval_every=2, hparams={"lr": lr})).run()
+    return root
+
+
+@pytest.mark.slow
+def test_collect_of_a_trained_sweep_agrees_with_each_runs_summary(trained_sweep):
+    """Per (algorithm, held-out domain, seed): training-domain validation picks the draw whose
+    summary.json checkpoint has the best validation accuracy, and reports that checkpoint's test
+    accuracy; the oracle, the draw whose last checkpoint scores best on the held-out `out`."""
+    sweep = read_sweep(trained_sweep)
+    (setting,) = sweep.settings
+    assert [m.label for m in setting.methods] == ["erm", "mixup"]  # the registry's order
+    assert not sweep.missing() and sweep.n_finished == 16
+    tdv, oracle = collect(sweep, ["training_domain_validation", "oracle"])
+    for m in setting.methods:
+        assert len(m.draws()) == 2
+        for (env, seed), draws in m.runs.items():
+            runs = [r for _, r in sorted(draws.items())]
+            summaries = [json.loads((r.path / "summary.json").read_text())
+                         ["training_domain_validation"] for r in runs]
+            best = max(range(2), key=lambda i: (summaries[i]["val_acc"], -i))
+            chosen = tdv.choices[(m.label, env, seed)]
+            assert chosen.key is runs[best]
+            assert chosen.record["step"] == summaries[best]["step"]
+            assert chosen.score == pytest.approx(summaries[best]["val_acc"])
+            out = [r.records[-1]["acc"][f"{env[0]}_out"] for r in runs]
+            picked = oracle.choices[(m.label, env, seed)]
+            assert picked.key is runs[max(range(2), key=lambda i: (out[i], -i))]
+            assert picked.record is picked.key.records[-1]
+
+
+@pytest.mark.slow
+def test_align_collect_and_align_report_on_a_trained_sweep(trained_sweep, tmp_path):
+    res = CliRunner().invoke(app, ["collect", str(trained_sweep), "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert "missing" not in res.output
+    text = (tmp_path / "c" / "results.md").read_text()
+    assert "|  | seeds | photo | texture | avg |" in text
+    res = CliRunner().invoke(app, ["report", str(trained_sweep), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert html.count("not evaluated, accuracy only") == 16
+    assert "Accuracy, out-of-distribution" in (tmp_path / "r" / "tables.md").read_text()
+
+
+# ------------------------------------------------------------------ the docs' examples
+def test_docs_collect_examples_run(tmp_path, monkeypatch, capsys):
+    """docs/report.md's `align collect` section, on the golden sweep at `sweeps/toy`: each
+    `align` line of its bash block through the CLI, then its Python block."""
+    import shlex
+
+    text = (Path(__file__).parents[1] / "docs" / "report.md").read_text()
+    section = text[text.index("## `align collect SWEEP_DIR`"):]
+    bash = section[section.index("```bash") + 7:]
+    python = section[section.index("```python") + 9:]
+    monkeypatch.chdir(tmp_path)
+    golden_sweep(tmp_path / "sweeps" / "toy")
+    lines = [ln.split(" #")[0] for ln in bash[:bash.index("```")].strip().splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        res = CliRunner().invoke(app, shlex.split(line)[1:])
+        assert res.exit_code == 0, (line, res.output)
+    assert (tmp_path / "sweeps/toy/collected/results.md").is_file()
+    assert (tmp_path / "tables/results.tex").is_file() and (tmp_path / "report/index.html").is_file()
+    exec(compile(python[:python.index("```")], "docs/report.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "toy, lodo (A, B, C) | test-domain validation (oracle)" in out
+    assert "missing: toy, lodo (A, B, C): align: test B, seed 1: 1 of 2 draws finished" in out

@@ -23,16 +23,11 @@ NOT_VARIANT = {
     "tensorboard",
 }
 
-@dataclass
-class RunRecord:
-    """What the report reads from one run directory (`evaluation`: its evaluation.json)."""
+class RunIdentity:
+    """What a run's config.json and protocol.json say it ran (for classes with those two)."""
 
-    path: Path
     config: dict
     protocol: dict
-    summary: dict
-    results: list[dict]
-    evaluation: dict | None
 
     @property
     def algorithm(self) -> str:
@@ -43,6 +38,24 @@ class RunRecord:
         return self.config["seed"]
 
     @property
+    def domains(self) -> tuple[str, ...]:
+        """Every domain of the run, sorted."""
+        p = self.protocol
+        return tuple(sorted(set(p["train_domains"]) | set(p["test_domains"])))
+
+
+@dataclass
+class RunRecord(RunIdentity):
+    """What the report reads from one run directory (`evaluation`: its evaluation.json)."""
+
+    path: Path
+    config: dict
+    protocol: dict
+    summary: dict
+    results: list[dict]
+    evaluation: dict | None
+
+    @property
     def selection(self) -> str:
         """The run's selection criterion: the one its best.pt (hence evaluation.json) follows."""
         return selection_of(self.config)
@@ -51,11 +64,6 @@ class RunRecord:
     def selected(self) -> dict:
         """summary.json's entry for the run's own selection criterion."""
         return self.summary[self.selection]
-
-    @property
-    def domains(self) -> tuple[str, ...]:
-        p = self.protocol
-        return tuple(sorted(set(p["train_domains"]) | set(p["test_domains"])))
 
     def variant(self) -> dict:
         """Flattened config that identifies the method (hparams by their own names)."""

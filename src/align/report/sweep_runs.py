@@ -31,7 +31,8 @@ from pathlib import Path
 
 from ..rundir import RunDirError, RunFiles
 from ..training.protocols import PROTOCOLS
-from .collect import NOT_VARIANT, algorithm_order, find_run_dirs, variant_key, variant_labels
+from .collect import (NOT_VARIANT, RunIdentity, algorithm_order, find_run_dirs, variant_key,
+                      variant_labels)
 
 #: Config keys that do not make another method of a sweep: the report's (seed, domains, paths,
 #: machine settings), the hyperparameters (the draw) and `selection` (`align collect` selects
@@ -54,7 +55,7 @@ def env_label(env: Env) -> str:
 
 
 @dataclass(frozen=True)
-class SweepRun:
+class SweepRun(RunIdentity):
     """One run of a sweep, as `align collect` reads it."""
 
     path: Path
@@ -63,14 +64,6 @@ class SweepRun:
     records: list[dict]  # results.jsonl
     objective_start: int  # summary.json's: no checkpoint of the warm-up is selected
     done: bool  # finished training (`RunFiles.is_finished`)
-
-    @property
-    def algorithm(self) -> str:
-        return self.config["algorithm"]
-
-    @property
-    def seed(self) -> int:
-        return self.config["seed"]
 
     @property
     def hparams(self) -> dict:
@@ -83,11 +76,6 @@ class SweepRun:
     @property
     def dataset(self) -> str:
         return self.config.get("dataset") or Path(self.config["data"]).name
-
-    @property
-    def domains(self) -> tuple[str, ...]:
-        p = self.protocol
-        return tuple(sorted(set(p["train_domains"]) | set(p["test_domains"])))
 
     @property
     def env(self) -> Env:

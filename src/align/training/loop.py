@@ -352,16 +352,17 @@ class Trainer:
                             and criterion.better(score, best_val))
                 if improved:
                     best_val, best_step = score, step + 1
-                # Order: the record, then last.pt (which holds every record), then best.pt. A
-                # kill anywhere in between resumes from last.pt, which restores the other two.
+                # Order: the record (and its TensorBoard events), then last.pt (which holds every
+                # record), then best.pt. A kill anywhere in between resumes from last.pt, which
+                # restores the other two (and purges the events after it, `TensorBoardLog.open`).
                 io.append_jsonl(rd.results, record)
+                self.events.write(record)
                 records.append(record)
                 self._checkpoint(step + 1, best_val, best_step, records)
                 if improved:
                     io.save_checkpoint(rd.best_ckpt, {"step": step + 1,
                                                       "algorithm": self.algorithm.state_dict()})
                 self.progress.on_eval(record)
-                self.events.write(record)
                 sums, counts, t0 = {}, {}, time.time()
         summary = {"steps": cfg.steps,
                    **summarize(records, self.protocol.to_json(), self.objective_start)}
