@@ -17,7 +17,7 @@ from align.training.selection import summarize
 
 DOMAINS = ("A", "B", "C")
 #: The split keys of each protocol: (training domains' validation split, test split, test
-#: domains' validation split), as `align.training.protocols` names them.
+#: domains' validation split), as `align.protocols` names them.
 SPLITS = {"lodo": ("out", "in", "out"), "single_source": ("out", "in", "out"),
           "in_distribution": ("val", "out", "val")}
 

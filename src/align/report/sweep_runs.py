@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..rundir import RunDirError, RunFiles
-from ..training.protocols import PROTOCOLS
+from ..protocols import PROTOCOLS
 from .collect import (NOT_VARIANT, RunIdentity, algorithm_order, find_run_dirs, variant_key,
                       variant_labels)
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from ..registry import Registry
-from .protocols import PROTOCOLS
+from ..protocols import PROTOCOLS
 
 
 def _mean(record: dict, keys: Sequence[str]) -> float:
