@@ -36,7 +36,7 @@ from .collect import format_value
 from .paper_tables import SCALE, Table
 from .stats import format_mean_se, seed_cells, standard_error
 from .sweep_runs import Env, Sweep, SweepMethod, SweepSetting, env_label, read_sweep
-from .writers import TexRaw, csv_table, latex_table, markdown_table, tex_escape, tex_label
+from .writers import TexRaw, csv_table, latex_table, markdown_table, tex_label
 
 DECIMALS = 2  # as `align report` and the paper
 MISSING = "-"
