@@ -325,27 +325,3 @@ def test_align_collect_and_align_report_on_a_trained_sweep(trained_sweep, tmp_pa
     assert html.count("not evaluated, accuracy only") == 16
     assert "Accuracy, out-of-distribution" in (tmp_path / "r" / "tables.md").read_text()
 
-
-# ------------------------------------------------------------------ the docs' examples
-def test_docs_collect_examples_run(tmp_path, monkeypatch, capsys):
-    """docs/report.md's `align collect` section, on the golden sweep at `sweeps/toy`: each
-    `align` line of its bash block through the CLI, then its Python block."""
-    import shlex
-
-    text = (Path(__file__).parents[1] / "docs" / "report.md").read_text()
-    section = text[text.index("## `align collect SWEEP_DIR`"):]
-    bash = section[section.index("```bash") + 7:]
-    python = section[section.index("```python") + 9:]
-    monkeypatch.chdir(tmp_path)
-    golden_sweep(tmp_path / "sweeps" / "toy")
-    lines = [ln.split(" #")[0] for ln in bash[:bash.index("```")].strip().splitlines()]
-    assert len(lines) == 3
-    for line in lines:
-        res = CliRunner().invoke(app, shlex.split(line)[1:])
-        assert res.exit_code == 0, (line, res.output)
-    assert (tmp_path / "sweeps/toy/collected/results.md").is_file()
-    assert (tmp_path / "tables/results.tex").is_file() and (tmp_path / "report/index.html").is_file()
-    exec(compile(python[:python.index("```")], "docs/report.md", "exec"), {})
-    out = capsys.readouterr().out
-    assert "toy, lodo (A, B, C) | test-domain validation (oracle)" in out
-    assert "missing: toy, lodo (A, B, C): align: test B, seed 1: 1 of 2 draws finished" in out
