@@ -33,6 +33,7 @@ from ..errors import ConfigError, UserError
 from ..seeding import seed_hash
 from ..protocols import Protocol, make_protocol
 from ..rundir import RunDirError
+from .logs import TensorBoardLog
 from .rundir import RunDir, RunLock, environment
 from .selection import SELECTION_METHODS, summarize
 
@@ -107,6 +108,7 @@ class Trainer:
         self.progress = progress or Progress()
         self.run_dir = RunDir(config.out)
         self.run_dir.check_writable()
+        self.events = TensorBoardLog(self.run_dir / "tensorboard" if config.tensorboard else None)
         # Data are validated before anything is written, so bad input leaves no run behind.
         self.folder: DomainFolder = scan_domainbed(
             config.data, masks_root=config.masks, preset=config.dataset, domains=config.domains,
@@ -167,7 +169,7 @@ class Trainer:
         rd = self.run_dir
         rd.path.mkdir(parents=True, exist_ok=True)
         rd.write_json("config.json", self.resolved)
-        rd.write_json("env.json", {**environment(), "device": str(self.device)})
+        rd.write_json("env.json", environment(self.device))
         rd.write_json("dataset.json", self.folder.to_json())
         rd.write_json("protocol.json", self.protocol.to_json())
         base = {d: {k: s[k] for k in ("in", "out")} for d, s in self.splits.items()}
@@ -303,7 +305,7 @@ class Trainer:
         write to the end; another process's start fails naming the holder."""
         rd = self.run_dir
         rd.path.mkdir(parents=True, exist_ok=True)
-        with RunLock(rd.path):
+        with RunLock(rd.path), self.events:
             if not self.resuming:  # another process may have trained here since __init__ looked
                 self._inspect(tolerate_writer=False)
             return self._run_locked()
@@ -328,6 +330,7 @@ class Trainer:
         self._write_run_files()
         (rd.path / "done").unlink(missing_ok=True)  # training further (more steps): not done yet
         start, best_val, best_step, records = self._restore(state)
+        self.events.open(start)
         criterion = SELECTION_METHODS.get(cfg.selection)
         train_loader, eval_loader = self._loaders(start)
         sums: dict[str, torch.Tensor] = {}
@@ -355,9 +358,11 @@ class Trainer:
                             and criterion.better(score, best_val))
                 if improved:
                     best_val, best_step = score, step + 1
-                # Order: the record, then last.pt (which holds every record), then best.pt. A
-                # kill anywhere in between resumes from last.pt, which restores the other two.
+                # Order: the record (and its TensorBoard events), then last.pt (which holds every
+                # record), then best.pt. A kill anywhere in between resumes from last.pt, which
+                # restores the other two (and purges the events after it, `TensorBoardLog.open`).
                 io.append_jsonl(rd.results, record)
+                self.events.write(record)
                 records.append(record)
                 self._checkpoint(step + 1, best_val, best_step, records)
                 if improved:
