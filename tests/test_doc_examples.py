@@ -141,6 +141,18 @@ def sweep_file(name: str, **sweep) -> Prepare:
     return prepare
 
 
+def swept(args: str) -> Prepare:
+    """`align sweep ARGS` run first (local launcher), to finish the sweep a command reads."""
+    def prepare(cwd: Path, request: pytest.FixtureRequest) -> None:
+        from typer.testing import CliRunner
+
+        from align.cli import app
+
+        result = CliRunner().invoke(app, ["sweep", *shlex.split(args)])
+        assert result.exit_code == 0, result.output
+    return prepare
+
+
 def fake_slurm(cwd: Path, request: pytest.FixtureRequest) -> None:
     """Stand-ins for Slurm's `srun` and `sbatch` first on the PATH: sbatch answers as Slurm does
     (job 4242) and runs nothing; submitit writes the real job script."""
@@ -629,39 +641,45 @@ COMMANDS: dict[str, Command] = {
         prepare=(experiments,), check=_files("sweeps/synth/runs/align/lodo-sketch/h0/s0-*/done",
                                              "sweeps/synth/logs/erm/lodo-photo/h0/s0-*.log"),
         slow=True),
-    "align masks --data /data/VLCS --out /data/VLCS_masks --source generic": Command(
-        prepare=(domainbed_folder("VLCS", "vlcs"),), subs=(("/data/VLCS", "VLCS"),),
-        check=_files("VLCS_masks/mask_source.json")),
-    "align sweep --config configs/vlcs_in_distribution.yaml --data /data/VLCS --masks "
-    "/data/VLCS_masks --out sweeps/vlcs_in_distribution --dry-run": Command(
-        prepare=(domainbed_folder("VLCS", "vlcs"), shipped_configs),
-        subs=(("/data/VLCS", "VLCS"),), check=_says("24 runs = 8 algorithm(s) x 1 cell(s)")),
+    "align masks --data data/VLCS --out data/VLCS_masks --source generic": Command(
+        prepare=(domainbed_folder("data/VLCS", "vlcs"),),
+        check=_files("data/VLCS_masks/mask_source.json")),
+    "align sweep --config configs/vlcs_in_distribution.yaml --data data/VLCS --masks "
+    "data/VLCS_masks --out sweeps/vlcs_in_distribution --dry-run": Command(
+        prepare=(domainbed_folder("data/VLCS", "vlcs"), shipped_configs),
+        check=_says("24 runs = 8 algorithm(s) x 1 cell(s)")),
     # As documented, the shipped ResNet-50 sweep, submitted to a stand-in sbatch.
-    "align sweep --config configs/vlcs_in_distribution.yaml --data /data/VLCS --masks "
-    "/data/VLCS_masks --out sweeps/vlcs_in_distribution --launcher slurm --partition gpu --time "
+    "align sweep --config configs/vlcs_in_distribution.yaml --data data/VLCS --masks "
+    "data/VLCS_masks --out sweeps/vlcs_in_distribution --launcher slurm --partition gpu --time "
     "600 --gpus-per-job 1 --cpus-per-job 8 --mem 32": Command(
-        prepare=(domainbed_folder("VLCS", "vlcs"), shipped_configs, fake_slurm),
-        subs=(("/data/VLCS", "VLCS"),), check=_submitted("sweeps/vlcs_in_distribution", 24)),
+        prepare=(domainbed_folder("data/VLCS", "vlcs"), shipped_configs, fake_slurm),
+        check=_submitted("sweeps/vlcs_in_distribution", 24)),
     # The shipped single-source sweep made tiny: ERM and GRADIA from one source, one seed.
-    "align sweep --config configs/vlcs_single_source.yaml --data /data/VLCS --masks "
-    "/data/VLCS_masks --out sweeps/vlcs_single_source --launcher pool --gpus 0,1,2,3": Command(
-        prepare=(after("align masks --data /data/VLCS --out /data/VLCS_masks --source generic"),
+    "align sweep --config configs/vlcs_single_source.yaml --data data/VLCS --masks "
+    "data/VLCS_masks --out sweeps/vlcs_single_source --launcher pool --gpus 0,1,2,3": Command(
+        prepare=(after("align masks --data data/VLCS --out data/VLCS_masks --source generic"),
                  sweep_file("tiny.yaml", algorithms=["erm", "gradia"], seeds=[0],
                             protocols=["single_source"], train_domains=["Caltech101"])),
-        subs=(("/data/VLCS", "VLCS"), ("configs/vlcs_single_source.yaml", "tiny.yaml")),
+        subs=(("configs/vlcs_single_source.yaml", "tiny.yaml"),),
         check=_files("sweeps/vlcs_single_source/runs/gradia/single_source-Caltech101/h0/*/done"),
         slow=True),
-    "align sweep --config configs/vlcs_single_source.yaml --data /data/VLCS --masks "
-    "/data/VLCS_masks --out sweeps/vlcs_single_source --launcher slurm --cluster local --wait":
+    "align sweep --config configs/vlcs_single_source.yaml --data data/VLCS --masks "
+    "data/VLCS_masks --out sweeps/vlcs_single_source --launcher slurm --cluster local --wait":
         Command(
-            prepare=(after("align masks --data /data/VLCS --out /data/VLCS_masks --source "
-                           "generic"),
+            prepare=(after("align masks --data data/VLCS --out data/VLCS_masks --source generic"),
                      sweep_file("tiny.yaml", algorithms=["erm", "gradia"], seeds=[0],
                                 protocols=["single_source"], train_domains=["Caltech101"])),
-            subs=(("/data/VLCS", "VLCS"), ("configs/vlcs_single_source.yaml", "tiny.yaml")),
+            subs=(("configs/vlcs_single_source.yaml", "tiny.yaml"),),
             check=_files("sweeps/vlcs_single_source/runs/erm/single_source-Caltech101/h0/*/done",
                          "sweeps/vlcs_single_source/slurm/submitted.jsonl"),
             slow=True),
+    # A finished tiny in-distribution sweep in the documented folder (ERM and DRE, 2 seeds).
+    "align collect sweeps/vlcs_in_distribution": Command(
+        prepare=(domainbed_folder("data/VLCS", "vlcs"),
+                 sweep_file("tiny.yaml", algorithms=["erm", "dre"], seeds=[0, 1],
+                            protocols=["in_distribution"]),
+                 swept("--config tiny.yaml --data data/VLCS --out sweeps/vlcs_in_distribution")),
+        check=_files("sweeps/vlcs_in_distribution/collected/results.md")),
 }
 
 #: Lines of the docs' bash blocks that no test runs, each with the reason.

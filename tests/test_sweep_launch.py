@@ -84,6 +84,15 @@ def test_local_pool_and_submitit_give_identical_results(tmp_path, threads):
     # launched again: every run is done, nothing is submitted
     output = sweep(tmp_path / "slurm", grid, "--launcher", "slurm", "--cluster", "local", "--wait")
     assert "4 runs: 4 done, 0 to run" in output and "submitted" not in output
+    # and `align collect` makes the same tables of all three
+    tables = {collected(tmp_path / name) for name in ("local", "pool", "slurm")}
+    assert len(tables) == 1 and "| erm | 1 |" in tables.pop()
+
+
+def collected(out: Path) -> str:
+    result = CliRunner().invoke(app, ["collect", str(out)])
+    assert result.exit_code == 0, result.output
+    return (out / "collected" / "results.md").read_text()
 
 
 def _alive(pid: int) -> bool:
@@ -132,6 +141,7 @@ def test_a_sweep_whose_worker_is_killed_resumes_and_equals_an_uninterrupted_one(
     assert {p: (p / "results.jsonl").stat().st_mtime_ns for p in finished} == stamps  # skipped
     sweep(tmp_path / "local", grid)  # uninterrupted
     assert results(out) == results(tmp_path / "local")
+    assert collected(out) == collected(tmp_path / "local")
 
 
 def test_a_run_another_process_trains_is_skipped_and_reported(tmp_path):
