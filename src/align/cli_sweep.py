@@ -57,8 +57,8 @@ def sweep_command(
     account: Annotated[Optional[str], typer.Option(help="slurm: account.")] = None,
     array_parallelism: Annotated[Optional[int], typer.Option(
         help="slurm: array tasks running at once.")] = None,
-    cluster: Annotated[str, typer.Option(
-        help="slurm: submitit's cluster; local runs the job array on this machine.")] = "slurm",
+    cluster: Annotated[str, one_of(
+        ("slurm", "local"), "slurm: submitit's cluster; local runs the job array on this machine.")] = "slurm",
     wait: Annotated[bool, typer.Option(help="slurm: wait for the jobs and report each run.")] = False,
     dry_run: Annotated[bool, typer.Option(
         help="Print the grid, one line per run with its status; write nothing.")] = False,
