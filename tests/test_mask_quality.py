@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -97,3 +98,20 @@ def test_outputs_quote_csv_cells_and_escape_markdown_cells(tmp_path):
     assert md[2].startswith(
         '| ground truth, "exact" \\| v2 | gradia | 1.000 | 50.0 ± 2.0 | +10.0 (s.e. 1.0')
     assert md[3].startswith("| ERM | erm | - | 40.0 ± 1.0 |")
+
+
+@pytest.mark.parametrize("algorithm", ["erm", "align"])
+def test_reference_runs_have_the_benchmarks_config(tmp_path, tiny_synth, algorithm):
+    """`--out` shared with `align benchmark` reuses its ERM and ALIGN runs: both experiments
+    build the same config for them (the benchmark's cue scores `eval_masks` included; a
+    regression left them out here, and mask-quality refused the benchmark's runs as "another
+    configuration")."""
+    from align.experiments.mask_quality import _config
+    from align.sweep import synthetic_configs
+
+    bench = {c.out: c for c in synthetic_configs(tmp_path, tiny_synth, [algorithm], [0], steps=2,
+                                                  test_domains=["texture"])}
+    (bench_config,) = bench.values()
+    mine = _config(tiny_synth, tiny_synth / "masks", Path(bench_config.out),
+                   algorithm, "texture", 0, 2, supervised=False)
+    assert mine.to_dict() == bench_config.to_dict()

@@ -26,7 +26,8 @@ from rich.console import Console
 
 from . import io
 from .config import TrainConfig
-from .experiments.settings import QUICKSTART_SETTINGS, quickstart_hparams, synthetic_source
+from .experiments.settings import (QUICKSTART_SETTINGS, cue_scores, quickstart_hparams,
+                                   synthetic_source)
 from .experiments.sweep_grid import Point, SweepSpec, expand, parse_assignments, scope_hparams
 from .report.stats import format_mean_std, mean_std
 from .report.writers import markdown_table as write_markdown
@@ -72,7 +73,7 @@ def benchmark_spec(data: Path, algorithms: list[str], seeds: list[int],
     updated by `source` (`settings.synthetic_source`: data, masks, cues, a regime's weights);
     every run also scores ALIGN's masker against the cue masks at each evaluation."""
     domains = sorted(p.name for p in (data / "images").iterdir() if p.is_dir())
-    cues = {"eval_masks": {"cue": str(data / "cues")}} if (data / "cues").is_dir() else {}
+    cues = cue_scores(data)
     settings = {**QUICKSTART_SETTINGS, **({"steps": steps} if steps else {}),
                 "data": str(data / "images"), "masks": str(data / "masks"), **cues,
                 **(source or {})}

@@ -26,7 +26,7 @@ from ..masks import build_mask_folder, read_record
 from ..report.stats import MeanStd, format_mean_std, mean_std
 from ..report.writers import csv_table, markdown_table
 from ..rundir import RunFiles
-from .settings import QUICKSTART_SETTINGS, ensure_data, quickstart_hparams
+from .settings import QUICKSTART_SETTINGS, cue_scores, ensure_data, quickstart_hparams
 
 
 def build_masks(data: Path, out: Path, levels: list[float], kind: str) -> dict[str, tuple[Path, float]]:
@@ -82,6 +82,7 @@ def _config(data: Path, masks: Path, out: Path, algorithm: str, domain: str, see
     return TrainConfig(
         data=str(data / "images"), masks=str(masks), out=str(out), algorithm=algorithm,
         protocol="lodo", test_domains=[domain], seed=seed, hparams=hparams, **settings,
+        **cue_scores(data),
     )
 
 

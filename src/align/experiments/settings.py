@@ -55,6 +55,13 @@ def ensure_data(root: Path, seed: int, console: Console,
         return generate(root, config, seed=seed, overwrite=root.exists())
 
 
+def cue_scores(data: Path) -> dict:
+    """`eval_masks` scoring ALIGN's masker against the synthetic benchmark's cue masks at every
+    evaluation, when `data` has them: every experiment on that data sets the same key, so runs
+    they share (mask-quality reuses the benchmark's ERM and ALIGN runs) have one config."""
+    return {"eval_masks": {"cue": str(Path(data) / "cues")}} if (Path(data) / "cues").is_dir() else {}
+
+
 def synthetic_source(out: Path, regime: str, console: Console, backbone: str, image_size: int,
                      pretrained_dir: Path | None = None, make: bool = True,
                      data_seed: int = 0) -> dict:
