@@ -315,7 +315,7 @@ def evaluate(
     substrate: Annotated[str, one_of(SUBSTRATES, "What removed pixels become.")] = "blur",
     max_batches: Annotated[Optional[int], typer.Option(help="At most N batches per split (default: all).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = "cpu",
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda | cuda:N (default: the run's).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Image root, if it moved since training.")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Mask root, if it moved since training.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Recompute an existing evaluation.json.")] = False,

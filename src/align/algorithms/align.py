@@ -78,7 +78,8 @@ class ALIGN(DRE):
                                    "docs/align.md)",
                                    "initial bias of the masker's output logit (-2: mask ~0.12)"),
         "masker_width": HParam(8, "our choice (paper: 'a lightweight convolutional network')",
-                               "masker channels at its first level (~27 k parameters)"),
+                               "half the masker's channels at 1/4 resolution (~20 k "
+                               "parameters, docs/align.md)"),
     }
 
     def __init__(self, *args, **kwargs) -> None:

@@ -76,8 +76,10 @@ class RunLock:
             self._file = None
 
 
-# Keys that may change between a run and its resumption without changing its results.
-RESUMABLE_KEYS = {"steps", "num_workers", "device", "eval_batch_size", "verify_images", "out"}
+# Keys that may change between a run and its resumption without changing its results (beyond
+# float rounding: another device or memory format computes the same functions).
+RESUMABLE_KEYS = {"steps", "num_workers", "device", "eval_batch_size", "verify_images", "out",
+                  "channels_last"}
 
 
 class RunDir:
