@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--flops", action="store_true", help="also count multiply-adds per iteration")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile ALIGN's iterations (torch.profiler): time per part")
     args = ap.parse_args()
     dev = torch.device(args.device)
     torch.manual_seed(0)
@@ -67,6 +69,39 @@ def main() -> None:
         print("  multiply-adds per iteration: " + ", ".join(
             f"{n} {m / 1e9:.2f} G ({m / macs['erm']:.2f}x)" for n, m in macs.items()))
     print(f"phases of one ALIGN iteration: {list(algos['align'].phases(1))}")
+    if args.profile:
+        profile_align(algos["align"], batch, args.rounds)
+
+
+def profile_align(algo, batch: Batch, rounds: int) -> None:
+    """Where an ALIGN iteration's time goes: each phase's forward (losses) and backward, and the
+    optimiser steps, as `train_step` runs them; then the most expensive operators."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    def iteration() -> None:
+        opts = algo.optimizers()
+        for phase in algo.phases(1):
+            with record_function(f"## {phase}: forward and losses"):
+                loss = algo.losses(phase, batch, 1)["loss"]
+            for opt in opts.values():
+                opt.zero_grad(set_to_none=True)
+            with record_function(f"## {phase}: backward"):
+                loss.backward()
+            with record_function(f"## {phase}: optimiser step"):
+                opts[phase].step()
+
+    iteration()  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(rounds):
+            iteration()
+    events = prof.key_averages()
+    parts = [e for e in events if e.key.startswith("## ")]
+    total = sum(e.cpu_time_total for e in parts)
+    print(f"ALIGN iteration, profiled over {rounds} iterations (torch.profiler, CPU time):")
+    for e in sorted(parts, key=lambda e: e.key):
+        print(f"  {e.key[3:]:<34}{e.cpu_time_total / rounds / 1e3:8.1f} ms "
+              f"{100 * e.cpu_time_total / total:5.1f}%")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
 
 
 if __name__ == "__main__":

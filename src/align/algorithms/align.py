@@ -130,8 +130,10 @@ class ALIGN(DRE):
         x, y = batch.x, batch.y
         m = self.masker(x)  # [B, 1, H, W]
         fill = fill_like(x, hp["fill"])
-        keep = x * m + fill * (1 - m)
-        drop = x * (1 - m) + fill * m
+        # keep = x m + fill (1 - m), drop = x (1 - m) + fill m, each as one fused op (lerp);
+        # the mask in the images' type (low precision under autocast).
+        keep = torch.lerp(fill, x, m.to(x.dtype))
+        drop = torch.lerp(x, fill, m.to(x.dtype))
         with frozen(self.classifier) as classifier:
             logits = classifier(torch.cat([keep, drop]))  # one pass for both
         p = F.softmax(logits, dim=1).gather(1, torch.cat([y, y])[:, None]).squeeze(1)
