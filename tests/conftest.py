@@ -104,3 +104,22 @@ def cam_difference(precision: str, device) -> torch.Tensor:
                                               constant_weights=True, relu=False))
     assert cams[1].dtype == torch.float32
     return (cams[1] - cams[0]).abs()
+
+
+@pytest.fixture(scope="session")
+def tiny_bench(tiny_synth, tmp_path_factory):
+    """A miniature `align benchmark` folder, made once: `data/` (the tiny benchmark) and a
+    finished 4-step ERM and ALIGN run each in `runs/<algo>/test-texture/seed0`. Copy what you
+    change (evaluations are written into the run)."""
+    import shutil
+
+    from align.training.loop import Trainer
+
+    out = tmp_path_factory.mktemp("bench") / "bench"
+    shutil.copytree(tiny_synth, out / "data")
+    hparams = {"erm": {"lr": 1e-3},
+               "align": {"lr": 1e-3, "warmup_steps": 2, "masker_warmup_steps": 1}}
+    for algo, hp in hparams.items():
+        run = out / "runs" / algo / "test-texture" / "seed0"
+        Trainer(tiny_config(out / "data", run, algorithm=algo, hparams=hp, steps=4)).run()
+    return out

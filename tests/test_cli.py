@@ -214,7 +214,7 @@ def test_every_command_shares_one_error_boundary(tmp_path, monkeypatch, argv, pa
 
 def test_choices_come_from_the_registries(tmp_path):
     from align.models.backbones import BACKBONES
-    from align.training.protocols import PROTOCOLS
+    from align.protocols import PROTOCOLS
 
     res = runner.invoke(app, ["train", "--help"])
     assert all(name in _text(res) for name in [*BACKBONES.names(), *PROTOCOLS.names()])

@@ -12,7 +12,7 @@ from align.config import make_config, read_config_file
 from align.hparams import HParam, resolve, sample
 from align.registry import Registry
 from align.seeding import seed_hash
-from align.training.protocols import make_protocol
+from align.protocols import make_protocol
 from align.training.selection import SELECTION_METHODS, summarize
 
 
@@ -155,7 +155,7 @@ def test_protocols():
 
 
 def test_protocols_are_registered_with_their_splits_and_roles():
-    from align.training.protocols import PROTOCOLS
+    from align.protocols import PROTOCOLS
 
     assert PROTOCOLS.names() == ["lodo", "single_source", "in_distribution"]
     lodo, ind = PROTOCOLS.get("lodo"), PROTOCOLS.get("in_distribution")

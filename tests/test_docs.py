@@ -1,4 +1,6 @@
-"""The docs' generated tables equal what the code generates (they cannot drift)."""
+"""The docs' generated tables equal what the code generates, and every documented `align`
+command parses (they cannot drift). The helpers that find the docs' code blocks are shared with
+tests/test_doc_examples.py, which runs every example."""
 
 from __future__ import annotations
 
@@ -30,43 +32,46 @@ def test_generated_hparam_tables_match_the_code(doc, name, body):
         f"`align hparams {name}`")
 
 
-def _python_block(text: str, after: str) -> str:
-    start = text.index("```python", text.index(after)) + len("```python")
-    return text[start:text.index("```", start)]
+README = DOCS.parent / "README.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 
-def test_readme_python_api_runs_twice_in_one_interpreter(tiny_synth, tmp_path, monkeypatch):
-    """The README's Python example, on the tests' tiny benchmark, executed twice in one process:
-    `pretrained=None` means no weights, and `align.train` stays the function after the training
-    stack was imported (it used to be shadowed by the `align.train` subpackage)."""
-    readme = (DOCS.parent / "README.md").read_text()
-    code = _python_block(readme, "**Python API**")
-    for old, new in (("quickstart/data", str(tiny_synth)), ("steps=300", "steps=4"),
-                     ("image_size=64", "image_size=32"), ("3, 64, 64", "3, 32, 32")):
-        assert old in code, old
-        code = code.replace(old, new)
-    monkeypatch.chdir(tmp_path)
-    for _ in range(2):
-        exec(compile(code, "README.md", "exec"), {})
-    assert (tmp_path / "runs" / "erm" / "done").is_file()
+def doc_files() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
 
 
-def _shell_commands() -> list[tuple[str, str]]:
-    """(doc, command line) for every `align ...` line of every bash block in README.md and
-    docs/ (continuation lines joined, comments dropped)."""
+def fenced_blocks(lang: str) -> list[tuple[str, str]]:
+    """(doc file name, body) of every ```lang block of README.md and docs/*.md, in order. The
+    Python blocks run in tests/test_doc_examples.py."""
+    return [(f.name, body) for f in doc_files()
+            for block_lang, body in FENCE.findall(f.read_text()) if block_lang == lang]
+
+
+def shell_lines() -> list[tuple[str, str]]:
+    """(doc, line) for every line of every bash block in README.md and docs/ (continuation
+    lines joined, comments and blank lines dropped)."""
     out = []
-    for f in [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]:
-        for block in re.findall(r"```bash\n(.*?)```", f.read_text(), re.S):
-            for line in block.replace("\\\n", " ").splitlines():
-                line = line.split(" #")[0].strip()
-                if line.startswith("align ") or line == "align":
-                    out.append((f.name, line))
-                elif "&& align " in line:
-                    out.append((f.name, "align " + line.split("&& align ", 1)[1]))
+    for doc, block in fenced_blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = " ".join(line.split(" #")[0].split())
+            if line and not line.startswith("#"):
+                out.append((doc, line))
     return out
 
 
-@pytest.mark.parametrize("doc,line", _shell_commands())
+def shell_commands() -> list[tuple[str, str]]:
+    """(doc, command line) for every `align ...` command of the docs' bash blocks (also after
+    `&&`). tests/test_doc_examples.py runs each of them."""
+    out = []
+    for doc, line in shell_lines():
+        if line.startswith("align ") or line == "align":
+            out.append((doc, line))
+        elif "&& align " in line:
+            out.append((doc, "align " + line.split("&& align ", 1)[1]))
+    return out
+
+
+@pytest.mark.parametrize("doc,line", shell_commands())
 def test_every_documented_align_command_parses(doc, line):
     """Each documented `align` command names an existing subcommand with options that exist
     and values of the right types (click parses it; nothing runs), so the docs cannot drift
@@ -86,4 +91,4 @@ def test_every_documented_align_command_parses(doc, line):
 
 
 def test_the_docs_have_align_commands_to_check():
-    assert len(_shell_commands()) >= 10
+    assert len(shell_commands()) >= 10

@@ -15,25 +15,23 @@
   (`align.cli_data`).
 
 Every choice a command offers (`--algorithm`, `--backbone`, `--protocol`, ...) is read from the
-registry that defines it. Every command runs inside one error boundary (`AlignCommands`): a user
-error is one paragraph and exit code 2, anything else a traceback.
+registry that defines it. Every command runs inside one error boundary (`AlignCommands`, in
+`align.cli_base`): a user error is one paragraph and exit code 2, anything else a traceback.
 """
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.text import Text
-from typer.core import TyperGroup
 
+from . import io
 from .algorithms import ALGORITHMS
+from .cli_base import app, console, expand_multi, one_of
 from .data.presets import PRESETS as DATASET_PRESETS
 from .data.synthetic import CUE_KINDS
-from .errors import ConfigError, UserError
+from .errors import ConfigError
 from .evaluation_presets import PRESETS as EVALUATION_PRESETS
 from .masks.degrade import DEGRADATIONS
 from .masks.sources import MASK_SOURCES
@@ -41,62 +39,10 @@ from .metrics import METRICS
 from .metrics.explanations import EXPLAINERS
 from .metrics.substrates import SUBSTRATES  # the substrate names' one import (--substrate)
 from .models.backbones import BACKBONES
+from .protocols import PROTOCOLS
 from .regimes import REGIMES
 from .training.presets import PRESETS as TRAINING_PRESETS
-from .training.protocols import PROTOCOLS
 from .training.selection import SELECTION_METHODS
-
-#: Reported as a message, not a traceback: the project's errors, the ValueError with which the
-#: lower layers refuse a bad value, the file system's (a missing or unwritable path, a full disk).
-USER_ERRORS = (UserError, ValueError, OSError)
-
-
-def error_message(err: BaseException) -> str:
-    """The one-paragraph message of a user error."""
-    message = str(err)
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        message += (" -- the disk is full: free some space and run the same command again; "
-                    "training resumes from its last checkpoint and no finished result is lost")
-    return message
-
-
-class AlignCommands(TyperGroup):
-    """The command group, and the CLI's one error boundary around every command."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except USER_ERRORS as err:
-            # Text, not markup: a message may hold brackets ("[0, 1]") that rich would eat.
-            console.print(Text.assemble(("error: ", "bold red"), error_message(err)))
-            raise typer.Exit(code=2) from None
-
-
-app = typer.Typer(cls=AlignCommands, add_completion=False, no_args_is_help=True,
-                  help="ALIGN and explanation-guided learning baselines (arXiv 2511.06944).")
-# Lines are not wrapped at the terminal's width, so a printed path stays one copyable string.
-console = Console(soft_wrap=True)
-
-
-def one_of(choices: Iterable[str], help: str, param: Callable[..., Any] = typer.Option) -> Any:
-    """A `typer.Option` (or `param`) whose help lists `choices` (a registry: with each object's
-    `help` where it has one) and which refuses any other value before the command runs."""
-    names = list(choices)
-    lookup = getattr(choices, "get", None)
-
-    def label(name: str) -> str:
-        about = getattr(lookup(name), "help", "") if lookup else ""
-        return f"{name} ({about})" if isinstance(about, str) and about else name
-
-    def check(value: Any) -> Any:
-        for v in [] if value is None else value if isinstance(value, list) else [value]:
-            if v not in names:
-                raise typer.BadParameter(f"{v!r} is not one of: {', '.join(names)}")
-        return value
-
-    labels = [label(n) for n in names]
-    sep = ", " if labels == names else "; "
-    return param(help=f"{help} One of: {sep.join(labels)}.", callback=check)
 
 
 @app.command()
@@ -133,7 +79,6 @@ def pretrain(
     """Pre-train a backbone on the upstream task (12 shapes disjoint from the benchmark's, no
     cue): the synthetic stand-in for ImageNet. Cached; prints the weights file for `pretrained:`."""
     import dataclasses
-    import json
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -146,7 +91,7 @@ def pretrain(
         task = bar.add_task("pretrain", total=cfg.steps)
         path = ensure_pretrained(out, backbone, image_size, seed, cfg,
                                  progress=lambda step, total: bar.update(task, completed=step))
-    record = json.loads(path.with_suffix(".json").read_text())
+    record = io.read_json(path.with_suffix(".json"))
     console.print(f"{'cached' if cached else 'trained'}: {path} (upstream accuracy "
                   f"{record['upstream_val_accuracy']:.1%}, chance {record['chance']:.1%}, "
                   f"{record['seconds']:.0f} s)")
@@ -368,25 +313,6 @@ def report(
 
 from .cli_data import register as _register_data_commands  # noqa: E402
 _register_data_commands(app)
-
-_MULTI = ("--test-domains", "--train-domains", "--algorithms", "--seeds", "--levels", "--metrics", "--set")
-
-
-def expand_multi(argv: list[str]) -> list[str]:
-    """Let `--test-domains A B` mean `--test-domains A --test-domains B` (click takes one value
-    per option occurrence)."""
-    out: list[str] = []
-    flag = None
-    for arg in argv:
-        if arg.startswith("-"):
-            flag = arg if arg in _MULTI else None
-            out.append(arg)
-        elif flag and out[-1] != flag:
-            out += [flag, arg]
-        else:
-            out.append(arg)
-    return out
-
 
 def main() -> None:
     import sys

@@ -20,9 +20,9 @@ import yaml
 
 from .data.presets import PRESETS as DATASET_PRESETS
 from .errors import ConfigError
+from .protocols import PROTOCOLS
 from .training.precision import PRECISIONS
 from .training.presets import PRESETS as TRAINING_PRESETS
-from .training.protocols import PROTOCOLS
 from .training.selection import SELECTION_METHODS
 
 
@@ -36,7 +36,7 @@ class TrainConfig:
     dataset: str | None = None  # preset to validate against: vlcs | terra_incognita
     domains: list[str] | None = None  # optional subset of the data's domains to use
     algorithm: str = "erm"
-    protocol: str = "lodo"  # a name in training.protocols.PROTOCOLS
+    protocol: str = "lodo"  # a name in align.protocols.PROTOCOLS
     test_domains: list[str] = field(default_factory=list)  # lodo: the held-out domain(s)
     train_domains: list[str] = field(default_factory=list)  # single_source: the one source
     steps: int = 5001  # DomainBed default

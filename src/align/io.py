@@ -176,3 +176,56 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{i}: not a JSON line ({e.msg})") from None
     return out
+
+
+class ProcessLock:
+    """An exclusive OS lock (`fcntl.flock`) on a file, held by one process at a time.
+
+    The OS releases it when the holder exits in any way (kill -9 included), so a lock file left
+    by a dead process is simply taken over; the file holds the holder's PID for the message.
+    Where `fcntl` does not exist (Windows) no lock is taken. Used for run directories (one
+    training per run) and `align prepare`'s staging folder (one download per `.part`).
+
+    Args:
+        path: the lock file (created if missing, never deleted: deleting it would let a second
+            process lock a new file while the first still holds the old one).
+        busy: the message when another process holds it; `{pid}` is replaced by its PID.
+        error: the exception class raised then (a `UserError`, so the CLI prints the message).
+    """
+
+    def __init__(self, path: str | os.PathLike, busy: str,
+                 error: type[UserError] = UserError) -> None:
+        self.path, self.busy, self.error = Path(path), busy, error
+        self._file = None
+
+    def __enter__(self) -> "ProcessLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> "ProcessLock":
+        """Take the lock, or raise `error` naming the holder's PID."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise self.error(self.busy.replace("{pid}", holder)) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the lock
+            self._file = None

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import io
 from .errors import UserError
+from .protocols import PROTOCOLS
 
 #: Format and version of evaluation.json (`align.evaluate` writes it; other versions are refused
 #: here and recomputed there). Version 2 added the example images (examples.npz).
@@ -72,11 +73,7 @@ def evaluation_files(name: str | None = None) -> EvaluationFiles:
 def eval_splits(protocol: dict) -> list[tuple[str, str]]:
     """[(split key, role)] that `align evaluate` scores for a run's protocol.json: the test keys
     (role `ood`, `in_domain` under `in_distribution`), then the validation keys (`in_domain`)."""
-    test_role = "in_domain" if protocol["name"] == "in_distribution" else "ood"
-    out = [(k, test_role) for k in protocol["test_keys"]]
-    if protocol["name"] != "in_distribution":
-        out += [(k, "in_domain") for k in protocol["val_keys"]]
-    return out
+    return PROTOCOLS.get(protocol["name"]).roles(protocol["test_keys"], protocol["val_keys"])
 
 
 def selection_of(config: dict) -> str:

@@ -33,6 +33,7 @@ from align.data.download import fetch, verify_checksum
 from align.data.extract import extract
 from align.data.presets import Preset, get_preset
 from align.data import terra_incognita as terra
+from align import io
 from align.registry import Registry
 
 #: The staging folder's name under ROOT (hidden: scans of ROOT skip it).
@@ -190,7 +191,10 @@ class _Staging:
                             "away and run again")
         self.downloads.mkdir(parents=True, exist_ok=True)
         (self.path / _MARKER).touch()
-        self._lock = _lock(self.path / "lock")
+        self._lock = io.ProcessLock(self.path / "lock", error=DataError, busy=(
+            f"another align prepare (PID {{pid}}) is working in {self.path}; wait for it to "
+            "finish"))
+        self._lock.acquire()
         for d in (self.extract, self.result):  # an earlier attempt's leftovers: ours, restart
             shutil.rmtree(d, ignore_errors=True)
         return self
@@ -198,29 +202,13 @@ class _Staging:
     def __exit__(self, exc_type, *exc) -> None:
         for d in (self.extract, self.result):
             shutil.rmtree(d, ignore_errors=True)
-        self._lock.close()  # closing releases the lock
+        self._lock.release()
         if exc_type is None or not any(self.downloads.iterdir()):
             shutil.rmtree(self.path, ignore_errors=True)
             try:
                 self.path.parent.rmdir()  # ROOT/.align-prepare, if no other dataset is staged
             except OSError:
                 pass
-
-
-def _lock(path: Path):
-    """An open file holding an exclusive `flock` on `path` (none where `fcntl` is missing)."""
-    f = open(path, "a+")
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return f
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise DataError(f"another align prepare is working in {path.parent}; wait for it to "
-                        "finish") from None
-    return f
 
 
 def _local_archives(recipe: Recipe, archives: Sequence[str | os.PathLike]) -> dict[str, Path]:

@@ -20,7 +20,6 @@ partial run and a full run agree byte for byte. See ``docs/synthetic.md``.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from align.data.synthetic_draw import background as _background
 from align.data.synthetic_draw import dilate as _dilate
 from align.data.synthetic_draw import object_colour, shape_mask
 from align.data.synthetic_styles import CUE_COLORS, RGB, SHAPES, STYLES, DomainStyle  # noqa: F401
+from align import io
 from align.io import install_dir, temp_dir_beside, write_json
 
 #: Bump whenever the same (config, seed) would give different bytes.
@@ -252,7 +252,7 @@ def made_by_generate(out_dir: str | Path) -> bool:
     (`"format": "align-synth"`), whatever its version or settings."""
     meta = Path(out_dir) / "synth.json"
     try:
-        return json.loads(meta.read_text()).get("format") == "align-synth"
+        return io.read_json(meta).get("format") == "align-synth"
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -364,7 +364,7 @@ def dataset_matches(out_dir: str | Path, config: SynthConfig, seed: int) -> bool
     meta = Path(out_dir) / "synth.json"
     if not meta.is_file():
         return False
-    found = json.loads(meta.read_text())
+    found = io.read_json(meta)  # a corrupt synth.json is an error naming it, not "no match"
     if found.get("version") != SYNTH_VERSION or found.get("seed") != seed:
         return False
     try:

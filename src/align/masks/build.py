@@ -25,6 +25,7 @@ import numpy as np
 from align.data.decode import load_mask, mask_array
 from align.data.pairing import pair_masks
 from align.errors import UserError
+from align import io
 from align.io import install_dir, temp_dir_beside, write_json
 from align.masks.layout import (
     image_seed, image_size, list_images, mask_rel_path, save_mask, to_uint8_mask,
@@ -113,13 +114,11 @@ def read_record(out_root: str | os.PathLike) -> dict:
     """The ``mask_source.json`` of a built mask folder."""
     path = Path(out_root) / RECORD_NAME
     try:
-        return json.loads(path.read_text())
+        return io.read_json(path)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{out_root} is not a built mask folder (no {RECORD_NAME})"
         ) from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
 def _reuse(out_root: Path, key: dict, overwrite: bool) -> bool:

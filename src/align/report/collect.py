@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..protocols import PROTOCOLS
 from ..rundir import DEFAULT_SELECTION, RunDirError, RunFiles, selection_of
 
 #: Config keys that do not make another method: the seed, the domain assignment (a column of the
@@ -66,11 +67,11 @@ class RunRecord:
     def name(self) -> str:
         """Short description for legends: seed and held-out (or source) domains."""
         p = self.protocol
-        if p["name"] == "lodo":
-            return f"seed {self.seed}, test {'+'.join(p['test_domains'])}"
-        if p["name"] == "single_source":
-            return f"seed {self.seed}, source {'+'.join(p['train_domains'])}"
-        return f"seed {self.seed}"
+        named = PROTOCOLS.get(p["name"]).named  # which domains the user chose, if any
+        if named is None:
+            return f"seed {self.seed}"
+        word = "test" if named == "test_domains" else "source"
+        return f"seed {self.seed}, {word} {'+'.join(p[named])}"
 
 
 @dataclass

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from ..protocols import PROTOCOLS
+
 
 def domain_rows(summary: dict, protocol: dict, method: str = "training_domain_validation") -> list[dict]:
     """One row per domain: its role, in-domain accuracy (validation split) and test accuracy.
 
     For a training domain the in-domain accuracy is its held-out validation split; for a test
-    domain of lodo/single_source, the out-of-domain accuracy is its test split.
+    domain of a protocol that tests out of distribution (lodo, single_source), the
+    out-of-domain accuracy is its test split.
     """
     sel = summary[method]
     acc = sel["acc"]
     rows = []
     val_split = protocol["val_keys"][0].rsplit("_", 1)[1]
     test_split = protocol["test_keys"][0].rsplit("_", 1)[1] if protocol["test_keys"] else None
-    in_dist = protocol["name"] == "in_distribution"
+    in_dist = PROTOCOLS.get(protocol["name"]).test_role == "in_domain"
     domains = list(dict.fromkeys(protocol["train_domains"] + protocol["test_domains"]))
     for d in domains:
         train = d in protocol["train_domains"]

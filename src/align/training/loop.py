@@ -37,9 +37,9 @@ from ..data.splits import make_splits, split_indices, splits_from_record, splits
 from ..data.transforms import build_transform
 from ..errors import ConfigError, UserError
 from ..seeding import seed_hash
+from ..protocols import Protocol, make_protocol
 from .device import peak_memory, reset_peak_memory, resolve_device, synchronize
 from .precision import Precision
-from .protocols import Protocol, make_protocol
 from .rundir import RunDir, RunLock, environment
 from .selection import SELECTION_METHODS, summarize
 
@@ -322,7 +322,7 @@ class Trainer:
         cfg, rd = self.config, self.run_dir
         for folder in (rd.path, rd.last_ckpt.parent):  # a killed process's half-written files
             io.remove_temporaries(folder)
-        if self.resuming and rd.done and rd.read_json("summary.json").get("steps") == cfg.steps:
+        if self.resuming and rd.is_done() and rd.read_json("summary.json").get("steps") == cfg.steps:
             return rd.read_json("summary.json")
         state = io.load_checkpoint(rd.last_ckpt, map_location=self.device) \
             if self.resuming and rd.last_ckpt.exists() else None

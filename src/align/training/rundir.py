@@ -27,6 +27,7 @@ from typing import Any
 
 from .. import __version__, io
 from ..errors import UserError
+from ..rundir import RunFiles
 
 #: The lock file of a run directory (see `RunLock`); not part of the run's results.
 LOCK_NAME = ".lock"
@@ -36,44 +37,14 @@ class RunLocked(UserError, RuntimeError):
     """Another live process is training in this run directory."""
 
 
-class RunLock:
-    """An exclusive OS lock on `RUN/.lock` (`fcntl.flock`), held while a process trains there.
-
-    The OS releases it when the process exits in any way (kill -9 included), so a lock file
-    left by a dead process is simply taken over; the file holds the holder's PID for the error
-    message. Where `fcntl` does not exist (Windows) no lock is taken.
-    """
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
-        self._file = None
-
-    def __enter__(self) -> "RunLock":
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            return self
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
-            raise RunLocked(
-                f"{self.path.parent} is being trained by another process (PID {holder}); wait "
-                "for it to finish or stop it, or choose another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        self._file = f
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            self._file.close()  # closing releases the lock
-            self._file = None
+def RunLock(run_dir: str | Path) -> io.ProcessLock:
+    """The lock of a run directory, `RUN/.lock`: one training process per run (see
+    `io.ProcessLock`); `RunLocked` names the holder's PID."""
+    run_dir = Path(run_dir)
+    return io.ProcessLock(
+        run_dir / LOCK_NAME, error=RunLocked,
+        busy=f"{run_dir} is being trained by another process (PID {{pid}}); wait for it to "
+             "finish or stop it, or choose another --out")
 
 
 # Keys that may change between a run and its resumption without changing its results (beyond
@@ -82,35 +53,20 @@ RESUMABLE_KEYS = {"steps", "num_workers", "device", "eval_batch_size", "verify_i
                   "channels_last"}
 
 
-class RunDir:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    # ---- paths
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
+class RunDir(RunFiles):
+    """The training loop's side of a run directory: `RunFiles`' reader plus the writes."""
 
     @property
     def last_ckpt(self) -> Path:
-        return self.path / "checkpoints" / "last.pt"
+        return self.checkpoint("last")
 
     @property
     def best_ckpt(self) -> Path:
-        return self.path / "checkpoints" / "best.pt"
+        return self.checkpoint("best")
 
     @property
     def results(self) -> Path:
         return self.path / "results.jsonl"
-
-    @property
-    def done(self) -> bool:
-        return (self.path / "done").exists()
-
-    def read_json(self, name: str) -> Any:
-        p = self.path / name
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} not found: is {self.path} an align run directory?")
-        return io.read_json(p)
 
     # ---- lifecycle
     def check_writable(self) -> None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..errors import ConfigError
-from ..registry import Registry
+from .errors import ConfigError
+from .registry import Registry
 
 
 @dataclass(frozen=True)
