@@ -202,3 +202,23 @@ def test_loaders_pin_memory_for_cuda_only_and_prefetch_with_workers(tiny_synth, 
     loader = make_train_loader(list(range(8)), [[0, 1, 2, 3]], 2, 0, num_workers=2,
                                pin_memory=True)
     assert loader.pin_memory and loader.persistent_workers and loader.prefetch_factor == 4
+
+
+def test_train_takes_precision_and_channels_last_flags(tiny_synth, tmp_path):
+    from typer.testing import CliRunner
+
+    from align.cli import app
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"backbone": "smallcnn", "pretrained": None, "image_size": 32,
+                               "batch_size": 4, "eval_every": 2, "num_workers": 0}))
+    base = ["train", "--data", str(tiny_synth / "images"), "--test-domains", "texture",
+            "--steps", "2", "--device", "cpu", "--config", str(cfg)]
+    runner = CliRunner()
+    bad = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--precision", "fp8"])
+    assert bad.exit_code == 2 and "fp8" in bad.output and not (tmp_path / "bad").exists()
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "r"), "--precision", "bf16",
+                              "--channels-last"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["precision"] == "bf16" and config["channels_last"] is True
