@@ -63,6 +63,16 @@ def runs(cwd: Path, request: pytest.FixtureRequest) -> None:
             shutil.copytree(bench / "runs" / algo / "test-texture" / "seed0", cwd / "runs" / algo)
 
 
+def sweep_at(where: str) -> Prepare:
+    """A sweep folder written by hand at `where` (`sweep_fakes.golden_sweep`: runs of the three
+    protocols with known accuracies, two draws each, one run not finished)."""
+    def prepare(cwd: Path, request: pytest.FixtureRequest) -> None:
+        from sweep_fakes import golden_sweep
+
+        golden_sweep(cwd / where)
+    return prepare
+
+
 def bench_at(where: str) -> Prepare:
     """A miniature benchmark folder (`data/` and finished runs) at `where`."""
     def prepare(cwd: Path, request: pytest.FixtureRequest) -> None:
@@ -322,6 +332,10 @@ def _evaluation(cwd: Path, names: dict) -> None:
     assert json.loads((cwd / "runs/align/evaluation.json").read_text())["splits"]
 
 
+def _collected(cwd: Path, names: dict) -> None:
+    assert names["sweep"].n_finished == 27 and len(names["sweep"].missing()) == 2
+
+
 def _pretrained(cwd: Path, names: dict) -> None:
     assert names["path"].is_file() and names["path"].with_suffix(".json").is_file()
 
@@ -381,6 +395,8 @@ EXAMPLES = [
             check=_sam_folder),
     Example("metrics.md", 'METRICS.get("comprehensiveness")', check=_metrics),
     Example("report.md", "evaluate_run(", prepare=(runs,), check=_evaluation),
+    Example("report.md", 'read_sweep("sweeps/toy")', prepare=(sweep_at("sweeps/toy"),),
+            check=_collected),
     # Full size: 2,000 images of 64 px in about 3 s.
     Example("synthetic.md", 'generate("data/synth", DEFAULT_CONFIG, seed=0)',
             check=_synth_generated),
@@ -533,6 +549,13 @@ COMMANDS: dict[str, Command] = {
     "align report runs/erm runs/align --out report": Command(
         prepare=(after("align evaluate runs/erm"), after("align evaluate runs/align")),
         check=_files("report/index.html")),
+    "align collect sweeps/toy": Command(
+        prepare=(sweep_at("sweeps/toy"),),
+        check=_files("sweeps/toy/collected/results.md", "sweeps/toy/collected/selected.json")),
+    "align collect sweeps/toy --selection training_domain_validation --selection oracle "
+    "--out tables": Command(prepare=(sweep_at("sweeps/toy"),), check=_files("tables/results.tex")),
+    "align report sweeps/toy --out report": Command(
+        prepare=(sweep_at("sweeps/toy"),), check=_files("report/index.html")),
     "align benchmark --out benchmark --regime square-scratch --algorithms erm dre align": Command(
         prepare=(experiments,), check=_files("benchmark/square-scratch/results.md")),
     "align mask-quality --out mask_quality --seeds 0 1 2": Command(

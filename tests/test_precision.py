@@ -149,14 +149,23 @@ def test_records_hold_images_per_second_and_peak_memory(tiny_synth, tmp_path, mo
 
 
 def test_the_progress_line_shows_speed_and_memory():
+    """On a terminal the bar's info; in a batch job's log the plain evaluation line."""
+    import io as stdio
+
     from rich.console import Console
 
     from align.ui import progress_bar
 
-    console = Console(record=True, width=200)
+    record = {"step": 4, "losses": {"loss": 0.5}, "images_per_s": 123.4,
+              "peak_memory_mib": 456.0, "peak_memory": "cpu_peak_rss"}
+    console = Console(record=True, width=200, force_terminal=True)
     with progress_bar(10, "erm", console) as prog:
-        prog.on_eval({"losses": {"loss": 0.5}, "images_per_s": 123.4, "peak_memory_mib": 456.0})
+        prog.on_eval(record)
     assert "loss 0.500, 123 img/s, peak 456 MiB" in console.export_text()
+    log = stdio.StringIO()
+    with progress_bar(10, "erm", Console(file=log, force_terminal=False)) as prog:
+        prog.on_eval(record)
+    assert "images_per_s=123.4 peak_memory_mib=456" in log.getvalue()
 
 
 def test_evaluation_runs_in_inference_mode(tiny_synth, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@
 - `align mask-quality`: mask-supervised training with masks of decreasing quality;
 - `align evaluate`: accuracy and explanation metrics of a run;
 - `align hparams`: an algorithm's hyperparameters as a Markdown table;
-- `align report`: tables, figures and index.html over run directories;
+- `align report`, `align collect` (`align.cli_collect`): reports over runs, sweep tables;
 - `align prepare`, `align check`: download and lay out, or check, a DomainBed dataset
   (`align.cli_data`).
 
@@ -311,14 +311,15 @@ def report(
     """Tables (Markdown, CSV, LaTeX), figures and index.html over run directories (mean ± std
     over seeds), from the files `align train` and `align evaluate` wrote (evaluate runs first)."""
     from .report.build import make_report
-    from .report.collect import find_run_dirs
 
-    index = make_report(find_run_dirs(run_dirs), out)
+    index = make_report(run_dirs, out)
     console.print(f"report: {index}")
 
 
 from .cli_data import register as _register_data_commands  # noqa: E402
 _register_data_commands(app)
+from .cli_collect import register as _register_collect_commands  # noqa: E402
+_register_collect_commands(app)
 
 def main() -> None:
     import sys

@@ -8,6 +8,7 @@ Precedence: defaults < a named preset (`align.training.presets`) < config file <
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import types
@@ -61,6 +62,7 @@ class TrainConfig:
     eval_masks: dict[str, str] = field(default_factory=dict)
     selection: str = "training_domain_validation"  # what checkpoints/best.pt holds (training.selection)
     preset: str | None = None  # the training preset applied (align.training.presets), recorded for the record
+    tensorboard: bool = False  # also log every loss term and accuracy to RUN/tensorboard/ (extra `tensorboard`)
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -95,6 +97,9 @@ class TrainConfig:
             if not str(name).isidentifier():
                 raise ConfigError(f"config: 'eval_masks' names must be plain words, got {name!r}")
         PROTOCOLS.get(self.protocol).check_domains(self.test_domains, self.train_domains)
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("config: 'tensorboard: true' needs the tensorboard package: "
+                              "pip install 'align[tensorboard]' (or set it to false)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

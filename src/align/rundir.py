@@ -4,6 +4,7 @@
     run.config(), run.protocol(), run.dataset(), run.splits(), run.summary()   # dicts
     run.records()        # results.jsonl: one dict per evaluation during training
     run.is_done()        # training finished (the `done` marker)
+    run.is_finished()    # its results are final (done, or a copy of them without checkpoints)
     run.evaluation()     # evaluation.json (`align evaluate`), format and version checked
     run.examples()       # examples.npz: the example images and maps the evaluation saved
 
@@ -178,6 +179,13 @@ class RunFiles:
 
     def is_done(self) -> bool:
         return (self.path / "done").is_file()
+
+    def is_finished(self) -> bool:
+        """Its summary.json is final: training wrote the `done` marker, or the folder has no
+        checkpoints/last.pt to resume from (a copy of a finished run's results, e.g. the tests'
+        golden runs). A run trained further has neither, and its old summary.json is stale."""
+        return (self.path / "summary.json").is_file() and (
+            self.is_done() or not self.checkpoint("last").is_file())
 
     def checkpoint(self, which: str = "best") -> Path:
         """Path of checkpoints/best.pt or last.pt (which may not exist)."""

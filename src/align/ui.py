@@ -10,13 +10,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 from rich.table import Table
 
 from .report.tables import comparison_table, masker_iou_table
+from .training.logs import eval_line
 from .training.loop import Progress
 from .training.selection import SELECTION_METHODS
 
 
 @contextmanager
 def progress_bar(total: int, label: str, console: Console | None = None) -> Iterator[Progress]:
-    """A rich progress bar driven by the training loop's callbacks."""
+    """A rich progress bar driven by the training loop's callbacks; without a terminal (a batch
+    job's log), one plain line per evaluation instead (`training.logs.eval_line`)."""
+    console = console or Console()
+    if not console.is_terminal:
+        def print_line(record: dict) -> None:
+            print(eval_line(record, label, total), file=console.file, flush=True)
+
+        yield Progress(on_eval=print_line)
+        return
     bar = RichProgress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False,

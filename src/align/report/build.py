@@ -9,9 +9,11 @@
 
 Inputs are only files: each run's config.json, protocol.json, summary.json, results.jsonl and
 what `align evaluate` wrote, evaluation.json and examples.npz (read through `align.rundir`; no
-network is loaded, so the golden test covers every figure). A run directory without them (a run
-not evaluated, say) is an error that names it and the command to run. Whatever cannot be drawn
-is skipped and said so under "Notes" in index.html.
+network is loaded, so the golden test covers every figure). A run directory named without them
+(a run not evaluated, say) is an error that names it and the command to run. A folder of runs
+(a sweep) is searched: its runs not finished are left out, those not evaluated give their
+accuracies only, and both are listed under "Notes" in index.html, as is whatever cannot be
+drawn.
 """
 
 from __future__ import annotations
@@ -20,25 +22,40 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import io
-from .collect import RunDirError, group_settings, load_run_record
+from ..rundir import RunFiles
+from .collect import RunDirError, find_run_dirs, group_settings, load_run_record
 from .paper_tables import build_tables, to_csv, to_latex, to_markdown
 
 TABLE_FILES = ("tables.md", "tables.csv", "tables.tex")
 
 
-def _load(run_dirs: Sequence[str | Path]):
-    paths = list(dict.fromkeys(Path(p) for p in run_dirs))
+def _load(paths: Sequence[str | Path]):
+    """(runs, [(setting, tables)], notes) of run directories and folders of runs."""
+    paths = list(dict.fromkeys(Path(p) for p in paths))
     if not paths:
         raise RunDirError("no run directories given")
-    runs = [load_run_record(p) for p in paths]
+    runs, notes = [], []
+    for path in paths:
+        if (path / "config.json").is_file():  # named: finished and evaluated, or an error
+            runs.append(load_run_record(path))
+            continue
+        for found in find_run_dirs([path]):
+            if not RunFiles(found).is_finished():
+                notes.append(f"{found}: not finished, left out")
+                continue
+            runs.append(load_run_record(found, evaluated=False))
+            if runs[-1].evaluation is None:
+                notes.append(f"{found}: not evaluated, accuracy only (`align evaluate {found}`)")
+    if not runs:
+        raise RunDirError(f"no finished run in {', '.join(map(str, paths))}")
     settings = group_settings(runs)
-    return runs, [(s, build_tables(s)) for s in settings]
+    return runs, [(s, build_tables(s)) for s in settings], notes
 
 
 def write_tables(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
     """Only the tables: tables.md, tables.csv and tables.tex in out_dir (atomically)."""
     out = Path(out_dir)
-    _, sections = _load(run_dirs)
+    _, sections, _ = _load(run_dirs)
     return _write_tables(sections, out)
 
 
@@ -51,16 +68,16 @@ def _write_tables(sections, out: Path) -> list[Path]:
 
 def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, figures: bool = True,
                 n_examples: int | None = None) -> Path:
-    """Write the report of `run_dirs` into `out_dir`; returns the path of its index.html.
+    """Write the report of `run_dirs` (run directories, or folders searched for runs, see the
+    module docstring) into `out_dir`; returns the path of its index.html.
 
     `n_examples`: rows of the examples figure (default: every example the evaluations saved)."""
     from . import figures as figs
     from .html import render
 
     out = Path(out_dir)
-    runs, sections = _load(run_dirs)
+    runs, sections, notes = _load(run_dirs)
     _write_tables(sections, out)
-    notes: list[str] = []
     page = []
     for setting, tables in sections:
         made = []

@@ -21,18 +21,14 @@ from ..rundir import DEFAULT_SELECTION, RunDirError, RunFiles, selection_of
 NOT_VARIANT = {
     "out", "seed", "test_domains", "train_domains", "protocol", "data", "domains", "dataset",
     "device", "num_workers", "eval_batch_size", "verify_images", "skip_bad_images", "preset",
+    "tensorboard",
 }
 
-@dataclass
-class RunRecord:
-    """What the report reads from one run directory (`evaluation`: its evaluation.json)."""
+class RunIdentity:
+    """What a run's config.json and protocol.json say it ran (for classes with those two)."""
 
-    path: Path
     config: dict
     protocol: dict
-    summary: dict
-    results: list[dict]
-    evaluation: dict | None
 
     @property
     def algorithm(self) -> str:
@@ -43,6 +39,24 @@ class RunRecord:
         return self.config["seed"]
 
     @property
+    def domains(self) -> tuple[str, ...]:
+        """Every domain of the run, sorted."""
+        p = self.protocol
+        return tuple(sorted(set(p["train_domains"]) | set(p["test_domains"])))
+
+
+@dataclass
+class RunRecord(RunIdentity):
+    """What the report reads from one run directory (`evaluation`: its evaluation.json)."""
+
+    path: Path
+    config: dict
+    protocol: dict
+    summary: dict
+    results: list[dict]
+    evaluation: dict | None
+
+    @property
     def selection(self) -> str:
         """The run's selection criterion: the one its best.pt (hence evaluation.json) follows."""
         return selection_of(self.config)
@@ -51,11 +65,6 @@ class RunRecord:
     def selected(self) -> dict:
         """summary.json's entry for the run's own selection criterion."""
         return self.summary[self.selection]
-
-    @property
-    def domains(self) -> tuple[str, ...]:
-        p = self.protocol
-        return tuple(sorted(set(p["train_domains"]) | set(p["test_domains"])))
 
     def variant(self) -> dict:
         """Flattened config that identifies the method (hparams by their own names)."""
@@ -100,9 +109,11 @@ class Setting:
         return "-".join((self.protocol, *self.domains)).replace(" ", "_").replace("/", "_")
 
 
-def load_run_record(path: str | Path) -> RunRecord:
-    """Read one evaluated run directory; `RunDirError` naming it when a file is missing or bad
-    (a run not evaluated: the message gives the `align evaluate` command)."""
+def load_run_record(path: str | Path, evaluated: bool = True) -> RunRecord:
+    """Read one finished run directory; `RunDirError` naming it when a file is missing or bad.
+
+    `evaluated`: the run must have been evaluated (else the message gives the `align evaluate`
+    command); with False, a run without evaluation.json has `evaluation` None."""
     run = RunFiles(path)
     if not run.path.is_dir():
         raise RunDirError(f"{run.path}: not a directory")
@@ -111,7 +122,8 @@ def load_run_record(path: str | Path) -> RunRecord:
     if selection not in summary:
         raise RunDirError(
             f"{run.path}/summary.json has no {selection!r} entry (the run's selection)")
-    return RunRecord(run.path, config, protocol, summary, run.records(), run.evaluation())
+    evaluation = run.evaluation() if evaluated or run.has_evaluation() else None
+    return RunRecord(run.path, config, protocol, summary, run.records(), evaluation)
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
@@ -128,14 +140,17 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def _algorithm_order(name: str) -> tuple[int, str]:
+def algorithm_order(name: str) -> tuple[int, str]:
+    """Sort key: the algorithms' registry order (unknown names last, by name)."""
     from ..algorithms import ALGORITHMS
 
     names = ALGORITHMS.names()
     return (names.index(name) if name in names else len(names), name)
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A config or hyperparameter value as labels show it: a float short (`5e-05`, 6
+    significant digits), a list or dict as compact JSON."""
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, dict)):
@@ -143,27 +158,39 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def variant_key(variant: dict) -> str:
+    """A variant's grouping key (its JSON, keys sorted)."""
+    return json.dumps(variant, sort_keys=True, default=str)
+
+
+def variant_labels(algorithm: str, variants: dict[str, dict]) -> dict[str, str]:
+    """Labels of one algorithm's variants (key -> flattened config): the algorithm's name, plus
+    the values of the keys in which its variants differ, e.g. `align (guidance=none)`."""
+    differing = sorted({k for a in variants.values() for b in variants.values()
+                        for k in set(a) | set(b) if a.get(k) != b.get(k)})
+    out = {}
+    for key, v in variants.items():
+        suffix = ", ".join(f"{k}={format_value(v.get(k))}" for k in differing)
+        out[key] = f"{algorithm} ({suffix})" if suffix else algorithm
+    return out
+
+
 def group_methods(runs: list[RunRecord]) -> list[Method]:
     """Runs -> methods, labelled as in the module docstring, in registry order of algorithms."""
     by_algo: dict[str, dict[str, list[RunRecord]]] = {}
-    variants: dict[str, dict] = {}
+    variants: dict[str, dict[str, dict]] = {}
     for r in runs:
         v = r.variant()
-        key = json.dumps(v, sort_keys=True, default=str)
+        key = variant_key(v)
         by_algo.setdefault(r.algorithm, {}).setdefault(key, []).append(r)
-        variants[key] = v
+        variants.setdefault(r.algorithm, {})[key] = v
     methods = []
-    for algo in sorted(by_algo, key=_algorithm_order):
-        groups = by_algo[algo]
-        differing = sorted({k for a in groups for b in groups
-                            for k in set(variants[a]) | set(variants[b])
-                            if variants[a].get(k) != variants[b].get(k)})
-        for key, members in groups.items():
-            suffix = ", ".join(f"{k}={_fmt(variants[key].get(k))}" for k in differing)
-            label = f"{algo} ({suffix})" if suffix else algo
+    for algo in sorted(by_algo, key=algorithm_order):
+        labels = variant_labels(algo, variants[algo])
+        for key, members in by_algo[algo].items():
             members = sorted(members, key=lambda r: (r.seed, r.name(), str(r.path)))
-            methods.append(Method(label, algo, members))
-    return sorted(methods, key=lambda m: (_algorithm_order(m.algorithm), m.label))
+            methods.append(Method(labels[key], algo, members))
+    return sorted(methods, key=lambda m: (algorithm_order(m.algorithm), m.label))
 
 
 def group_settings(runs: list[RunRecord]) -> list[Setting]:

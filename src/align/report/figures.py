@@ -79,6 +79,8 @@ def _examples(setting: Setting) -> tuple[list[tuple[Method, RunRecord, Examples]
     for m in setting.methods:
         found = None
         for run in m.runs:
+            if run.evaluation is None:  # a run of a folder, not evaluated (`make_report`)
+                continue
             ex = RunFiles(run.path).examples()
             if ex is not None and (not chosen or (ex.split == chosen[0][2].split and
                                                   np.array_equal(ex.paths, chosen[0][2].paths))):
@@ -151,7 +153,7 @@ def _method_curves(method: Method, role: str, metric: str):
     per_seed: dict[int, list[np.ndarray]] = {}
     fractions = None
     for run in method.runs:
-        for split in run.evaluation["splits"].values():
+        for split in (run.evaluation or {"splits": {}})["splits"].values():
             c = split.get("curves", {}).get(metric)
             if split["role"] != role or c is None:
                 continue

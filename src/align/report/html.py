@@ -46,6 +46,8 @@ def figure_html(f: FigureFile) -> str:
 
 
 def _evaluated(r: RunRecord) -> str:
+    if r.evaluation is None:
+        return "not evaluated"
     c = r.evaluation["config"]
     return f"{c['checkpoint']} (step {c['step']})"
 

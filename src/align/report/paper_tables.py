@@ -32,8 +32,8 @@ from typing import Callable, Iterable
 
 from ..rundir import eval_splits
 from .collect import Method, RunRecord, Setting
-from .stats import MeanStd, format_mean_std, mean_std
-from .writers import csv_table, markdown_table
+from .stats import MeanStd, format_mean_std, seed_cells
+from .writers import TexRaw, csv_table, latex_table, markdown_table, tex_escape, tex_label
 
 SCALE = 100.0
 DECIMALS = 2
@@ -91,23 +91,17 @@ def display_name(name: str) -> str:
 PerRun = Callable[[RunRecord], Iterable[tuple[str, float]]]
 
 
-def _cells(method: Method, columns: list[str], per_run: PerRun, avg: bool) -> list[Cell | None]:
-    """One cell per column (and avg) for a method: per-seed means, then mean ± std over seeds."""
+def _cells(method: Method, columns: list[str], per_run: PerRun, avg: bool
+           ) -> tuple[int, list[Cell | None]]:
+    """One cell per column (and avg) for a method: per-seed means, then mean ± std over seeds;
+    and the number of seeds with a value (a run of a folder may not be evaluated)."""
     seeds: dict[int, dict[str, list[float]]] = {}
     for run in method.runs:
         for col, value in per_run(run):
             if value is not None:
                 seeds.setdefault(run.seed, {}).setdefault(col, []).append(value)
     per_seed = {s: {c: statistics.fmean(v) for c, v in cols.items()} for s, cols in seeds.items()}
-    cells: list[Cell | None] = []
-    for col in columns:
-        vals = [cols[col] for _, cols in sorted(per_seed.items()) if col in cols]
-        cells.append(mean_std(vals) if vals else None)
-    if avg:
-        vals = [statistics.fmean(cols[c] for c in columns)
-                for _, cols in sorted(per_seed.items()) if all(c in cols for c in columns)]
-        cells.append(mean_std(vals) if vals else None)
-    return cells
+    return len(per_seed), seed_cells(per_seed, columns, avg)
 
 
 def _columns(setting: Setting, per_run: PerRun, order: list[str]) -> list[str]:
@@ -120,7 +114,7 @@ def _table(setting: Setting, key: str, title: str, per_run: PerRun, order: list[
     columns = _columns(setting, per_run, order)
     if not columns:
         return None
-    rows = [(m.label, len(m.seeds), _cells(m, columns, per_run, avg)) for m in setting.methods]
+    rows = [(m.label, *_cells(m, columns, per_run, avg)) for m in setting.methods]
     dirs = [directions(c) for c in columns]
     names = [display_name(c) for c in columns]
     if avg:
@@ -140,7 +134,7 @@ def _accuracy(role: str) -> PerRun:
 
 
 def _eval_splits(run: RunRecord, role: str):
-    for split in run.evaluation["splits"].values():
+    for split in (run.evaluation or {"splits": {}})["splits"].values():
         if split["role"] == role:
             yield split
 
@@ -188,7 +182,7 @@ def evaluation_note(setting: Setting) -> str:
     """How the explanation metrics were computed (one line per distinct evaluation config)."""
     configs = []
     for m in setting.methods:
-        for r in m.runs:
+        for r in (r for r in m.runs if r.evaluation is not None):
             c = r.evaluation["config"]
             n = ("all" if c["max_batches"] is None
                  else f"at most {c['max_batches'] * c['batch_size']}")
@@ -289,25 +283,13 @@ def to_csv(sections: list[tuple[Setting, list[Table]]]) -> str:
     return csv_table(head, rows)
 
 
-_TEX = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def _tex(text: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in text)
-
-
-def _label(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-:." else "-" for ch in text)
-
-
-def _tex_value(cell: Cell | None, best: bool) -> str:
+def _tex_value(cell: Cell | None, best: bool) -> TexRaw:
     if cell is None:
-        return "--"
+        return TexRaw("--")
     text = f"{cell.mean * SCALE:.{DECIMALS}f}"
     if cell.std is not None:
         text += f" $\\pm$ {cell.std * SCALE:.{DECIMALS}f}"
-    return f"\\textbf{{{text}}}" if best else text
+    return TexRaw(f"\\textbf{{{text}}}" if best else text)
 
 
 def to_latex(sections: list[tuple[Setting, list[Table]]]) -> str:
@@ -317,16 +299,11 @@ def to_latex(sections: list[tuple[Setting, list[Table]]]) -> str:
         for t in tables:
             best = t.best()
             head = ["method", "seeds"] + [
-                _tex(c) + arrow(d, "$\\uparrow$", "$\\downarrow$") for c, d in zip(t.columns, t.directions)]
-            out += [
-                "\\begin{table}[t]", "\\centering",
-                f"\\caption{{{_tex(setting.title)}. {_tex(t.title)}.}}",
-                f"\\label{{tab:{_label(setting.slug)}:{_label(t.key)}}}",
-                "\\begin{tabular}{lr" + "r" * len(t.columns) + "}", "\\toprule",
-                " & ".join(head) + " \\\\", "\\midrule",
-            ]
-            for i, (label, seeds, cells) in enumerate(t.rows):
-                vals = [_tex_value(c, i in best[j]) for j, c in enumerate(cells)]
-                out.append(" & ".join([_tex(label), str(seeds)] + vals) + " \\\\")
-            out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+                TexRaw(tex_escape(c) + arrow(d, "$\\uparrow$", "$\\downarrow$"))
+                for c, d in zip(t.columns, t.directions)]
+            rows = [[label, seeds] + [_tex_value(c, i in best[j]) for j, c in enumerate(cells)]
+                    for i, (label, seeds, cells) in enumerate(t.rows)]
+            out += [latex_table(head, rows, caption=f"{setting.title}. {t.title}.",
+                                label=tex_label(setting.slug, t.key),
+                                align="lr" + "r" * len(t.columns)), ""]
     return "\n".join(out)

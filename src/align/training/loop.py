@@ -10,11 +10,9 @@ Determinism: the data stream is a pure function of (seed, step) (see `data.loade
 checkpoint holds the global RNG state (and the fp16 loss scale), so a resumed run repeats an
 uninterrupted one exactly on the CPU.
 
-Speed (`training.precision`, `training.device`): forward passes and losses under the configured
-precision, networks and batches optionally channels-last, pinned non-blocking copies on CUDA,
-evaluation on the training device in inference mode. Each record holds `images_per_s` (training
-images per second of training since the previous evaluation) and `peak_memory_mib` (of kind
-`peak_memory`: CUDA's max_memory_allocated since the previous record, or the process's peak RSS).
+Speed (`training.precision`, `training.device`): autocast, channels-last, pinned non-blocking
+copies. Records hold `images_per_s` (training images per second of training since the previous
+evaluation) and `peak_memory_mib` (kind `peak_memory`: CUDA's peak allocation, or peak RSS).
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ from ..errors import ConfigError, UserError
 from ..seeding import seed_hash
 from ..protocols import Protocol, make_protocol
 from .device import peak_memory, reset_peak_memory, resolve_device, synchronize
+from .logs import TensorBoardLog
 from .precision import Precision
 from .rundir import RunDir, RunLock, environment
 from .selection import SELECTION_METHODS, summarize
@@ -110,6 +109,7 @@ class Trainer:
         self.progress = progress or Progress()
         self.run_dir = RunDir(config.out)
         self.run_dir.check_writable()
+        self.events = TensorBoardLog(self.run_dir / "tensorboard" if config.tensorboard else None)
         # Data are validated before anything is written, so bad input leaves no run behind.
         self.folder: DomainFolder = scan_domainbed(
             config.data, masks_root=config.masks, preset=config.dataset, domains=config.domains,
@@ -170,7 +170,7 @@ class Trainer:
         rd = self.run_dir
         rd.path.mkdir(parents=True, exist_ok=True)
         rd.write_json("config.json", self.resolved)
-        rd.write_json("env.json", {**environment(), "device": str(self.device)})
+        rd.write_json("env.json", environment(self.device))
         rd.write_json("dataset.json", self.folder.to_json())
         rd.write_json("protocol.json", self.protocol.to_json())
         base = {d: {k: s[k] for k in ("in", "out")} for d, s in self.splits.items()}
@@ -199,14 +199,11 @@ class Trainer:
                                        pin_memory=pin)
 
     # ------------------------------------------------------------------ steps
-    def _images(self, x: torch.Tensor) -> torch.Tensor:
-        """Images [B, 3, H, W] on the device, in the run's memory format."""
-        return x.to(self.device, non_blocking=True, memory_format=self.memory_format)
-
     def _to_batch(self, raw: dict) -> Batch:
         dev, mask = self.device, raw.get("mask")
         return Batch(
-            x=self._images(raw["x"]), y=raw["y"].to(dev, non_blocking=True),
+            x=raw["x"].to(dev, non_blocking=True, memory_format=self.memory_format),
+            y=raw["y"].to(dev, non_blocking=True),
             mask=None if mask is None else mask.to(dev, non_blocking=True),
             n_domains=len(self.protocol.train_domains),
         )
@@ -226,7 +223,7 @@ class Trainer:
         extra_sum: dict[str, torch.Tensor] = {}
         extra_cnt: dict[str, torch.Tensor] = {}
         for raw in loader:
-            x = self._images(raw["x"])
+            x = raw["x"].to(self.device, non_blocking=True, memory_format=self.memory_format)
             mask = raw.get("mask")
             mask = None if mask is None else mask.to(self.device, non_blocking=True)
             keys = self.key_of[raw["index"]]
@@ -315,7 +312,7 @@ class Trainer:
         write to the end; another process's start fails naming the holder."""
         rd = self.run_dir
         rd.path.mkdir(parents=True, exist_ok=True)
-        with RunLock(rd.path):
+        with RunLock(rd.path), self.events:
             return self._run_locked()
 
     def _run_locked(self) -> dict:
@@ -338,6 +335,7 @@ class Trainer:
         self._write_run_files()
         (rd.path / "done").unlink(missing_ok=True)  # training further (more steps): not done yet
         start, best_val, best_step, records = self._restore(state)
+        self.events.open(start)
         criterion = SELECTION_METHODS.get(cfg.selection)
         train_loader, eval_loader = self._loaders(start)
         sums: dict[str, torch.Tensor] = {}
@@ -374,9 +372,11 @@ class Trainer:
                             and criterion.better(score, best_val))
                 if improved:
                     best_val, best_step = score, step + 1
-                # Order: the record, then last.pt (which holds every record), then best.pt. A
-                # kill anywhere in between resumes from last.pt, which restores the other two.
+                # Order: the record (and its TensorBoard events), then last.pt (which holds every
+                # record), then best.pt. A kill anywhere in between resumes from last.pt, which
+                # restores the other two (and purges the events after it, `TensorBoardLog.open`).
                 io.append_jsonl(rd.results, record)
+                self.events.write(record)
                 records.append(record)
                 self._checkpoint(step + 1, best_val, best_step, records)
                 if improved:

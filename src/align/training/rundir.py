@@ -2,12 +2,13 @@
 
     RUN/
       config.json      resolved TrainConfig (+ resolved algorithm hyperparameters)
-      env.json         library versions, device, command line
+      env.json         library versions, device, git commit of align's source, command line
       dataset.json     domains, classes, counts, skipped files
       protocol.json    train/test domains, selection and test keys
       splits.json      every domain's split as relative file paths (auditable, reproducible)
       results.jsonl    one line per evaluation: step, mean loss terms, accuracy, mean cross-entropy
                        and sample count per split, extras
+      tensorboard/     the same as TensorBoard events (config `tensorboard: true`; training.logs)
       checkpoints/last.pt   everything needed to resume (networks, optimisers, RNG, step)
       checkpoints/best.pt   weights chosen by the config's `selection` (training-domain validation
                             by default; `val_loss`: lowest validation cross-entropy)
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,7 @@ def RunLock(run_dir: str | Path) -> io.ProcessLock:
 # Keys that may change between a run and its resumption without changing its results (beyond
 # float rounding: another device or memory format computes the same functions).
 RESUMABLE_KEYS = {"steps", "num_workers", "device", "eval_batch_size", "verify_images", "out",
-                  "channels_last"}
+                  "tensorboard", "channels_last"}
 
 
 class RunDir(RunFiles):
@@ -121,12 +123,36 @@ class RunDir(RunFiles):
         io.write_text(self.path / "done", "done\n")
 
 
-def environment() -> dict[str, Any]:
+#: align's source tree when it runs from a checkout (src/align/training/rundir.py -> the root).
+SOURCE_ROOT = Path(__file__).resolve().parents[3]
+
+
+def git_state(root: Path = SOURCE_ROOT) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the git checkout whose top level is `root`; (None, None) when `root`
+    is no checkout's top level (an installed align, whose folder may sit inside another repo),
+    or git is missing or fails. Dirty: tracked files differ from the commit."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root.resolve():
+            return None, None
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def environment(device: Any = None) -> dict[str, Any]:
+    """env.json: versions, the device (with the GPU's name), the git commit of align's source
+    (`git_state`) and the command line."""
     import numpy
     import PIL
     import torch
     import torchvision
 
+    commit, dirty = git_state()
+    gpu = device is not None and torch.device(device).type == "cuda"
     return {
         "align": __version__,
         "python": sys.version.split()[0],
@@ -137,5 +163,9 @@ def environment() -> dict[str, Any]:
         "pillow": PIL.__version__,
         "cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
+        "device": None if device is None else str(device),
+        "device_name": torch.cuda.get_device_name(torch.device(device)) if gpu else None,
+        "git_commit": commit,
+        "git_dirty": dirty,
         "argv": sys.argv,
     }

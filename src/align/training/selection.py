@@ -14,14 +14,27 @@ selects nothing and is left out of the summary.
 
 The methods are registered in `SELECTION_METHODS`; any of them can be the config's `selection`,
 the one whose checkpoint `checkpoints/best.pt` holds.
+
+Across a sweep's hyperparameter draws (`align collect`), a `SweepSelection` (registered in
+`SWEEP_SELECTIONS`) picks one checkpoint per draw with one of the criteria above, then the draw
+whose checkpoint ranks best under another (DomainBed's `model_selection.py`; `select_draw`, the
+one rule for all of them):
+
+| sweep selection              | checkpoint of each draw      | draws ranked by                                  |
+|------------------------------|------------------------------|--------------------------------------------------|
+| `training_domain_validation` | `training_domain_validation` | that mean validation accuracy (DomainBed)        |
+| `oracle`                     | `last`                       | mean accuracy of the *test* domains' validation splits (DomainBed's test-domain validation) |
+| `last`                       | `last`                       | the training domains' mean validation accuracy   |
+| `val_loss`                   | `val_loss`                   | that validation cross-entropy (DRE)              |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..registry import Registry
+from ..protocols import PROTOCOLS
 
 
 def _mean(record: dict, keys: Sequence[str]) -> float:
@@ -125,3 +138,96 @@ def summarize(records: list[dict], protocol: dict, objective_start: int = 0) -> 
         if loss is not None:
             out[name]["val_loss"] = loss
     return out
+
+
+# ------------------------------------------------------------------ across hyperparameter draws
+def test_domain_keys(protocol: dict) -> list[str]:
+    """The test domains' validation splits of a protocol.json, which test-domain validation
+    (the oracle) ranks on: each held-out domain's `out` split (`lodo`; `single_source`: every
+    target's), each domain's `val` split under `in_distribution`, where the test domains are the
+    training domains (so the oracle ranks as training-domain validation does). Every evaluation
+    record holds them: the loop evaluates every split of every domain (`ProtocolSpec.splits`)."""
+    split = PROTOCOLS.get(protocol["name"]).val_split
+    return [f"{d}_{split}" for d in protocol["test_domains"]]
+
+
+@dataclass(frozen=True)
+class SweepSelection:
+    """A model selection across checkpoints and hyperparameter draws (see the module docstring).
+
+    Args:
+        name: the registry key (`align collect --selection`).
+        title: its name in tables.
+        checkpoint: the `SELECTION_METHODS` criterion that picks each draw's checkpoint.
+        rank: the `SELECTION_METHODS` criterion whose score, on the chosen checkpoints, picks
+            the draw.
+        on_test_domains: rank on the test domains' validation splits (`test_domain_keys`: the
+            oracle), not on the training domains'.
+        help: one line for the CLI and the docs.
+    """
+
+    name: str
+    title: str
+    checkpoint: str
+    rank: str
+    on_test_domains: bool
+    help: str
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The draw a `SweepSelection` picked: the caller's `key` for it, its chosen evaluation
+    record and the record's rank score (what picked it)."""
+
+    key: Any
+    record: dict
+    score: float
+
+
+def select_draw(method: SweepSelection, draws: Iterable[tuple[Any, list[dict], int]],
+                protocol: dict) -> Choice | None:
+    """The draw `method` selects, or None when no draw has a scored record.
+
+    Args:
+        draws: (key, evaluation records, objective_start) per draw: runs of one (algorithm,
+            test domain(s), trial seed) that differ only in their hyperparameters. As in
+            `summarize`, checkpoints of the warm-up (`step <= objective_start`) are no
+            candidates.
+        protocol: their protocol.json (the same domains and keys for every draw).
+
+    Ties go to the draw given first (the caller's order), as ties between checkpoints go to the
+    earlier one.
+    """
+    checkpoint, rank = SELECTION_METHODS.get(method.checkpoint), SELECTION_METHODS.get(method.rank)
+    keys = test_domain_keys(protocol) if method.on_test_domains else protocol["val_keys"]
+    best: Choice | None = None
+    for key, records, objective_start in draws:
+        eligible = [r for r in records if r["step"] > objective_start]
+        record = checkpoint.select(eligible, protocol["val_keys"])
+        score = None if record is None else rank.score(record, keys)
+        if score is not None and (best is None or rank.better(score, best.score)):
+            best = Choice(key, record, score)
+    return best
+
+
+#: Every selection across checkpoints and hyperparameter draws (`align collect --selection`).
+SWEEP_SELECTIONS: Registry[SweepSelection] = Registry("sweep selection")
+
+for _method in (  # in the order `align collect` writes them
+    SweepSelection("training_domain_validation", "training-domain validation",
+                   "training_domain_validation", "training_domain_validation", False,
+                   "the best mean validation accuracy of the training domains over checkpoints "
+                   "and draws: DomainBed's default"),
+    SweepSelection("oracle", "test-domain validation (oracle)", "last",
+                   "training_domain_validation", True,
+                   "the last checkpoint of the draw with the best accuracy on the test domains' "
+                   "validation splits: DomainBed's oracle"),
+    SweepSelection("val_loss", "validation loss (DRE)", "val_loss", "val_loss", False,
+                   "the lowest validation cross-entropy of the training domains over "
+                   "checkpoints and draws: DRE's"),
+    SweepSelection("last", "last checkpoint", "last", "training_domain_validation", False,
+                   "the last checkpoint of the draw with the best training-domain validation "
+                   "accuracy there"),
+):
+    SWEEP_SELECTIONS.register(_method.name)(_method)
+del _method
