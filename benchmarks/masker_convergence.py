@@ -23,6 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--init-bias", type=float, default=-2.0)
+    ap.add_argument("--width", type=int, default=8, help="masker_width")
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=48)
@@ -41,7 +42,7 @@ def main() -> None:
     torch.manual_seed(0)
     algo = build_algorithm("align", backbone="smallcnn", num_classes=3, num_domains=1, hparams={
         "warmup_steps": 0, "masker_warmup_steps": 10**9, "masker_lr": args.lr,
-        "masker_init_bias": args.init_bias})
+        "masker_init_bias": args.init_bias, "masker_width": args.width})
     algo.optimizers()  # built before the swap: only the masker's optimiser is stepped
     algo.classifier = RegionClassifier()
     g = torch.Generator().manual_seed(0)

@@ -39,6 +39,73 @@ def tiny_config(tiny_synth, out, **kw):
     return TrainConfig(**base)
 
 
+def train_under_precision(name: str, precision: str, device, steps: int = 4) -> dict:
+    """Train algorithm `name` (smallcnn, 32 px, 12 images) for `steps` iterations under
+    `precision` on `device`, each phase as the training loop runs it; fail on a non-finite loss
+    term or an unscaled gradient, or a parameter that never received a gradient. Returns the
+    last phase's loss terms. fp16 starts from a loss scale of 2^8 (not 2^16): on so few images
+    the first steps would otherwise only overflow and be skipped, which the scaler handles but
+    which would leave nothing to check."""
+    from align.algorithms import Batch, build_algorithm
+    from align.training.precision import Precision
+
+    torch.manual_seed(0)
+    algo = build_algorithm(name, backbone="smallcnn", num_classes=3, num_domains=2, hparams={
+        "warmup_steps": 1, "masker_warmup_steps": 1} if name == "align" else {}).to(device)
+    amp = Precision(precision, device)
+    if amp.scaler is not None:
+        amp.load_state_dict({**amp.state_dict(), "scale": 2.0 ** 8})
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(12, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1.0
+    batch = Batch(x=torch.randn(12, 3, 32, 32, generator=g).to(device),
+                  y=(torch.arange(12) % 3).to(device), mask=mask.to(device), n_domains=2)
+    got_grad = {n: False for n, p in algo.named_parameters() if p.requires_grad}
+    algo.train()
+    for step in range(steps):  # ALIGN: warm-up, masker warm-up, then both phases
+        for phase in algo.phases(step):
+            opt = algo.optimizers()[phase]
+            with amp.autocast():
+                terms = algo.losses(phase, batch, step)
+            for k, t in terms.items():
+                assert torch.isfinite(t).all(), (name, precision, step, phase, k)
+            for o in algo.optimizers().values():
+                o.zero_grad(set_to_none=True)
+            amp.backward(terms["loss"])
+            if amp.scaler is not None:
+                amp.scaler.unscale_(opt)
+            for n, p in algo.named_parameters():
+                if p.grad is not None:
+                    assert torch.isfinite(p.grad).all(), (name, precision, step, phase, n)
+                    got_grad[n] |= bool(p.grad.abs().sum() > 0)
+            amp.step(opt)
+        amp.update()
+    missing = [n for n, ok in got_grad.items() if not ok]
+    assert not missing, f"{name} ({precision}): parameters without gradient: {missing[:5]}"
+    return terms
+
+
+def cam_difference(precision: str, device) -> torch.Tensor:
+    """|Grad-CAM under `precision`'s autocast - the float32 one| [16, 1, 4, 4]: DRE's map (no
+    ReLU, constant channel weights, min-max normalised) of a random small CNN on 32 px images;
+    asserts the low-precision map is float32."""
+    from align.explain.gradcam import gradcam_from_features
+    from align.models import Classifier, build_backbone
+    from align.training.precision import Precision
+
+    torch.manual_seed(0)
+    model = Classifier(build_backbone("smallcnn"), 4).to(device)
+    x, y = torch.randn(16, 3, 32, 32).to(device), (torch.arange(16) % 4).to(device)
+    cams = []
+    for name in ("fp32", precision):
+        with Precision(name, device).autocast():
+            logits, feats = model.forward_with_features(x)
+            cams.append(gradcam_from_features(feats, logits, y, create_graph=True,
+                                              constant_weights=True, relu=False))
+    assert cams[1].dtype == torch.float32
+    return (cams[1] - cams[0]).abs()
+
+
 @pytest.fixture(scope="session")
 def tiny_bench(tiny_synth, tmp_path_factory):
     """A miniature `align benchmark` folder, made once: `data/` (the tiny benchmark) and a

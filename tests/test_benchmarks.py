@@ -51,3 +51,38 @@ def test_bench_steps_and_metrics_run() -> None:
     assert "['masker', 'classifier']" in steps  # one ALIGN iteration updates both networks
     metrics = _run("bench_metrics.py", "--batch", "2", "--size", "16", "--repeats", "1")
     assert _value(r"max \|loop - batched\|:\s+([0-9.e+-]+)", metrics) < 1e-4
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_the_cpu_as_a_smoke_test() -> None:
+    """benchmarks/gpu_check.sh --device cpu: every step of the GPU check at tiny sizes (the gpu
+    tests collected and skipped), each printing the figures docs/benchmarks.md records."""
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert "skipped" in out and "failed" not in out  # the gpu tests, collected
+    rows = {}
+    for label in ("erm fp32", "dre fp32", "align fp32", "align bf16", "align bf16 cl"):
+        row = re.search(rf"^  {label} +([0-9.]+) +([0-9.]+) +([0-9.]+) +([0-9.]+) +(\S+)$",
+                        out, re.M)
+        assert row is not None, f"{label!r} not in:\n{out}"
+        rows[label] = [float(v) for v in row.groups()]
+        assert rows[label][1] > 0  # images/s
+    assert rows["erm fp32"][2] == 1.0  # the baseline of "x ERM"
+    assert _value(r"loader / step = ([0-9.]+)x", out) > 0
+    assert _value(r"max \|textbook - ours\| = ([0-9.e+-]+)", out) < 1e-5
+
+
+@pytest.mark.slow
+def test_bench_throughput_reports_memory_and_ratios() -> None:
+    out = _run("bench_throughput.py", "--backbones", "smallcnn", "--sizes", "32", "--batch", "6",
+               "--precisions", "fp32", "--rounds", "1", "--warmup", "0")
+    rows = re.findall(r"^  (erm|dre|align) fp32 +([0-9.]+) +([0-9.]+) +([0-9.]+) +([0-9.]+) "
+                      r"+([0-9.]+)$", out, re.M)
+    assert [r[0] for r in rows] == ["erm", "dre", "align"], out
+    for name, ms, per_s, cost, speedup, peak in rows:
+        assert float(per_s) == pytest.approx(6000 / float(ms), rel=0.01)  # images/s = batch / time
+        assert float(speedup) == 1.0  # fp32 against itself
+        assert float(peak) >= 0
+    assert float(rows[0][3]) == 1.0  # ERM fp32 is the baseline

@@ -27,7 +27,7 @@ from conftest import tiny_config
 RECORD = {"step": 300, "losses": {"loss": 0.69314, "ce": 0.5, "masker/dist": 0.25},
           "acc": {"A_in": 0.5, "B_out": 0.125}, "ce": {"B_out": 1.0}, "n": {"B_out": 8},
           "eval": {"masker_iou": {"B_out": 0.5}}, "seconds": 12.3456,
-          "images_per_s": 123456.7, "memory": {"peak_mb": 2048.0}}
+          "images_per_s": 123456.7, "peak_memory_mib": 2048.0, "peak_memory": "cpu_peak_rss"}
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ def _one_thread():
 def test_eval_line_is_built_from_the_record_so_new_fields_appear():
     assert eval_line(RECORD, "erm A seed 0", 5001) == (
         "erm A seed 0 step 300/5001 | losses: loss=0.6931 ce=0.5 masker/dist=0.25 | "
-        "acc: A_in=0.5 B_out=0.125 | seconds=12.35 images_per_s=123457 | memory: peak_mb=2048")
+        "acc: A_in=0.5 B_out=0.125 | seconds=12.35 images_per_s=123457 peak_memory_mib=2048")
     assert record_scalars(RECORD)[:2] == [("losses/loss", 0.69314), ("losses/ce", 0.5)]
     assert {t for t, _ in record_scalars(RECORD)}.isdisjoint({"ce/B_out", "n/B_out", "step"})
 

@@ -43,6 +43,7 @@ from .metrics.substrates import SUBSTRATES  # the substrate names' one import (-
 from .models.backbones import BACKBONES
 from .protocols import PROTOCOLS
 from .regimes import REGIMES
+from .training.precision import PRECISIONS
 from .training.presets import PRESETS as TRAINING_PRESETS
 from .training.selection import SELECTION_METHODS
 
@@ -118,6 +119,10 @@ def train(
         SELECTION_METHODS, "Model selection that checkpoints/best.pt follows.")] = None,
     backbone: Annotated[Optional[str], one_of(BACKBONES, "Backbone.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda.")] = None,
+    precision: Annotated[Optional[str], one_of(
+        PRECISIONS, "Autocast type of forward passes and losses (bf16: GPUs).")] = None,
+    channels_last: Annotated[Optional[bool], typer.Option(
+        help="Networks and batches in channels-last memory format.")] = None,
     skip_bad_images: Annotated[Optional[bool], typer.Option(help="Skip unreadable images (reported).")] = None,
 ) -> None:
     """Train one algorithm on a DomainBed-layout dataset under one protocol."""
@@ -130,7 +135,8 @@ def train(
         masks=str(masks) if masks else None, dataset=dataset, algorithm=algorithm,
         protocol=protocol, test_domains=test_domains or None,
         train_domains=train_domains or None, steps=steps, seed=seed, selection=selection,
-        backbone=backbone, device=device, skip_bad_images=skip_bad_images,
+        backbone=backbone, device=device, precision=precision, channels_last=channels_last,
+        skip_bad_images=skip_bad_images,
     )
     # Only the flags given on the command line override the preset and the config file.
     cfg = make_config(config, preset=preset, **{k: v for k, v in flags.items() if v is not None})
@@ -262,7 +268,7 @@ def evaluate(
     substrate: Annotated[str, one_of(SUBSTRATES, "What removed pixels become.")] = "blur",
     max_batches: Annotated[Optional[int], typer.Option(help="At most N batches per split (default: all).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = "cpu",
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda | cuda:N (default: the run's).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Image root, if it moved since training.")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Mask root, if it moved since training.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Recompute an existing evaluation.json.")] = False,

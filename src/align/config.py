@@ -21,8 +21,9 @@ import yaml
 
 from .data.presets import PRESETS as DATASET_PRESETS
 from .errors import ConfigError
-from .training.presets import PRESETS as TRAINING_PRESETS
 from .protocols import PROTOCOLS
+from .training.precision import PRECISIONS
+from .training.presets import PRESETS as TRAINING_PRESETS
 from .training.selection import SELECTION_METHODS
 
 
@@ -52,6 +53,8 @@ class TrainConfig:
     holdout_fraction: float = 0.2  # per-domain `out` split (DomainBed)
     num_workers: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast type of training (training.precision)
+    channels_last: bool = False  # classifier, masker and batches in channels-last memory format
     skip_bad_images: bool = False
     verify_images: bool = True  # decode every image before training to catch bad files
     # Named masks folders scored only at evaluation by the algorithm's eval terms, logged as
@@ -76,7 +79,8 @@ class TrainConfig:
         if not self.out:
             raise ConfigError("config: 'out' (the run directory) is required")
         for key, registry in (("protocol", PROTOCOLS), ("selection", SELECTION_METHODS),
-                              ("preset", TRAINING_PRESETS), ("dataset", DATASET_PRESETS)):
+                              ("preset", TRAINING_PRESETS), ("dataset", DATASET_PRESETS),
+                              ("precision", PRECISIONS)):
             value = getattr(self, key)
             if value is not None and value not in registry:
                 raise ConfigError(f"config: {key} {value!r} is not one of: {', '.join(registry)}")

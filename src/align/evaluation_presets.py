@@ -73,7 +73,9 @@ class EvalConfig(EvalSettings):
         checkpoint: "best" (chosen by the run's `selection`) or "last".
         max_batches: at most this many batches per split (None: the whole split).
         batch_size: images per batch (every metric runs on the whole batch at once).
-        device: "cpu", "cuda", ... (may change when an evaluation resumes).
+        device: "cpu", "cuda", ...; None: the run's training device (config.json's `device`,
+            the CPU when that is a GPU this machine lacks). May change when an evaluation
+            resumes; stored resolved.
         data, masks: image / mask roots when they moved since training (default: config.json's,
             else dataset.json's resolved paths). Another mask root is another evaluation.
         name: write `evaluation-<name>.json` instead of `evaluation.json` (e.g. scores against
@@ -87,7 +89,7 @@ class EvalConfig(EvalSettings):
     checkpoint: str = "best"
     max_batches: int | None = None
     batch_size: int = 64
-    device: str = "cpu"
+    device: str | None = None
     data: str | None = None
     masks: str | None = None
     name: str | None = None

@@ -130,15 +130,18 @@ def _score_batch(run, raw: dict, config: dict, metrics: dict) -> BatchScores:
     x = raw["x"].to(dev)
     mask = raw.get("mask")
     mask = None if mask is None else mask.to(dev)
-    with torch.no_grad():
-        pred = run.algorithm.predict(x).argmax(1)
+    # Inference mode where no gradient is needed; `pred`, computed outside it from the logits,
+    # is an ordinary tensor that the Grad-CAM below may use as its target.
+    with torch.inference_mode():
+        logits = run.algorithm.predict(x)
+    pred = logits.argmax(1)
     explained = pred if config["explain_class"] == "prediction" else raw["y"].to(dev)
     saliency = explain(config["explainer"], model, x, target=explained)
     results = {}
     for name, metric in metrics.items():
         # The tracked class is the prediction whatever is explained (DRE tracks the argmax too).
         results[name] = metric(model=model, x=x, saliency=saliency, target=pred, gt_mask=mask)
-    with torch.no_grad():
+    with torch.inference_mode():
         extra = run.algorithm.eval_terms(x, mask)
     return BatchScores(pred.cpu() == raw["y"], results, extra, pred.cpu(), saliency)
 

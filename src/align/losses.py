@@ -87,8 +87,14 @@ def soft_bce(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6,
     ResNet-18's CAM pixels at 224 px, 58% on the small CNN). The affine squash keeps every
     gradient non-zero where `pred` and `target` disagree and bounds its size by `1 / eps`.
     `reduction` as in `F.binary_cross_entropy` ("none" gives the per-pixel values).
+
+    Computed in float32 with autocast off, whatever the training precision: `1 - eps` is not
+    representable in bfloat16 for eps < 2^-9, and CUDA's autocast refuses this function.
     """
-    return F.binary_cross_entropy(eps + (1 - 2 * eps) * pred, target, reduction=reduction)
+    dtype = torch.promote_types(pred.dtype, torch.float32)  # float64 stays float64
+    with torch.autocast(pred.device.type, enabled=False):
+        return F.binary_cross_entropy(eps + (1 - 2 * eps) * pred.to(dtype), target.to(dtype),
+                                      reduction=reduction)
 
 
 def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

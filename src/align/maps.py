@@ -62,9 +62,13 @@ def minmax(maps: Tensor, *, eps: float) -> Tensor:
             localisation metrics use 0: any spread is information.
 
     Returns:
-        Tensor of the shape and dtype of `maps`: (m - min) / (max - min), exactly 0 at each
-        informative sample's minimum and exactly 1 at its maximum.
+        Tensor of the shape of `maps`: (m - min) / (max - min), exactly 0 at each informative
+        sample's minimum and exactly 1 at its maximum. Its dtype is `maps`'s, except that
+        float16 and bfloat16 maps (from mixed-precision training) are normalised in float32:
+        their 8 or 11 significant bits would round a small spread, and `eps`, away.
     """
+    if maps.dtype in (torch.float16, torch.bfloat16):
+        maps = maps.float()
     flat = maps.flatten(1)
     lo = flat.amin(dim=1, keepdim=True)
     span = flat.amax(dim=1, keepdim=True) - lo

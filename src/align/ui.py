@@ -38,7 +38,8 @@ def progress_bar(total: int, label: str, console: Console | None = None) -> Iter
 
     def on_eval(record: dict) -> None:
         loss = record["losses"].get("loss")
-        state["info"] = f"loss {loss:.3f}" if loss is not None else ""
+        speed = f"{record['images_per_s']:.0f} img/s, peak {record['peak_memory_mib']:.0f} MiB"
+        state["info"] = f"loss {loss:.3f}, {speed}" if loss is not None else speed
         bar.update(task, info=state["info"])
 
     with bar:

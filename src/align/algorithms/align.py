@@ -78,7 +78,8 @@ class ALIGN(DRE):
                                    "docs/align.md)",
                                    "initial bias of the masker's output logit (-2: mask ~0.12)"),
         "masker_width": HParam(8, "our choice (paper: 'a lightweight convolutional network')",
-                               "masker channels at its first level (~27 k parameters)"),
+                               "half the masker's channels at 1/4 resolution (~20 k "
+                               "parameters, docs/align.md)"),
     }
 
     def __init__(self, *args, **kwargs) -> None:
@@ -131,8 +132,10 @@ class ALIGN(DRE):
         x, y = batch.x, batch.y
         m = self.masker(x)  # [B, 1, H, W]
         fill = fill_like(x, hp["fill"])
-        keep = x * m + fill * (1 - m)
-        drop = x * (1 - m) + fill * m
+        # keep = x m + fill (1 - m), drop = x (1 - m) + fill m, each as one fused op (lerp);
+        # the mask in the images' type (low precision under autocast).
+        keep = torch.lerp(fill, x, m.to(x.dtype))
+        drop = torch.lerp(x, fill, m.to(x.dtype))
         with frozen(self.classifier) as classifier:
             logits = classifier(torch.cat([keep, drop]))  # one pass for both
         p = F.softmax(logits, dim=1).gather(1, torch.cat([y, y])[:, None]).squeeze(1)

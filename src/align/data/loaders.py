@@ -130,11 +130,15 @@ def make_train_loader(
     *,
     num_steps: int | None = None,
     pin_memory: bool = False,
+    prefetch_factor: int = 4,
 ) -> DataLoader:
     """Endless (or `num_steps`-long) loader of domain-balanced batches starting at `start_step`.
 
     Batches are dicts of stacked tensors (default collate). The loader gets its own generator, so
-    creating or iterating it never consumes torch's global random numbers.
+    creating or iterating it never consumes torch's global random numbers. With workers, each
+    keeps `prefetch_factor` batches ready (a batch depends on its step only, so reading ahead
+    changes nothing but absorbs slow images) and stays alive between evaluations; `pin_memory`
+    puts batches in page-locked memory, for non-blocking copies to a GPU.
     """
     sampler = StepBatchSampler(domain_indices, batch_per_domain, seed, start_step, num_steps)
     return DataLoader(
@@ -143,6 +147,7 @@ def make_train_loader(
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed % 2**63),
         persistent_workers=num_workers > 0,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
         pin_memory=pin_memory,
     )
 

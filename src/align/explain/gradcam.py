@@ -168,7 +168,8 @@ def gradcam_from_features(
             Default: ``None``.
 
     Returns:
-        Tensor: maps of shape ``[B, 1, h, w]`` (or ``[B, 1, H, W]`` when upsampled).
+        Tensor: maps of shape ``[B, 1, h, w]`` (or ``[B, 1, H, W]`` when upsampled), float32
+        (float64 for float64 features) also when the features are float16 or bfloat16.
     """
     if not features.requires_grad:
         raise ValueError("features must require grad and be part of the graph that produced logits")
@@ -186,12 +187,18 @@ def gradcam_from_features(
         # Without create_graph the gradients are constants; detaching the activations too
         # keeps the map (and its small graph) from pinning the forward graph.
         acts = features if create_graph else features.detach()
-        cam = cam_from_activations(acts, grads, relu=relu).unsqueeze(1)
-        if normalize:
-            cam = normalize_cam(cam)
-        if upsample is not None:
-            # Bilinear weights are convex, so a normalised map stays in [0, 1].
-            cam = F.interpolate(cam, size=tuple(upsample), mode="bilinear", align_corners=False)
+        # The map is built in float32 with autocast off, also under mixed-precision training:
+        # the channel sum cancels positive against negative evidence (no ReLU in DRE's map) and
+        # min-max normalisation divides by the spread, both of which low precision would round.
+        dtype = torch.promote_types(acts.dtype, torch.float32)  # float64 stays float64
+        with torch.autocast(features.device.type, enabled=False):
+            cam = cam_from_activations(acts.to(dtype), grads.to(dtype), relu=relu).unsqueeze(1)
+            if normalize:
+                cam = normalize_cam(cam)
+            if upsample is not None:
+                # Bilinear weights are convex, so a normalised map stays in [0, 1].
+                cam = F.interpolate(cam, size=tuple(upsample), mode="bilinear",
+                                    align_corners=False)
     return cam
 
 

@@ -244,7 +244,7 @@ def target_probability(
     """
     step = max_batch or x.shape[0]
     out = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, x.shape[0], step):
             logits = model(x[start : start + step])
             probs = torch.softmax(logits, dim=1)
@@ -261,7 +261,7 @@ def clean_prediction(
         (FloatTensor[B] probabilities, LongTensor[B] target).
     """
     step = max_batch or x.shape[0]
-    with torch.no_grad():
+    with torch.inference_mode():
         logits = torch.cat([model(x[i : i + step]) for i in range(0, x.shape[0], step)])
     probs = torch.softmax(logits, dim=1)
     if target is None:

@@ -6,9 +6,10 @@ batch, let the algorithm name its phases and loss terms, back-propagate and step
 optimiser, and every `eval_every` steps evaluate every split, checkpoint atomically and append one
 line to `results.jsonl`.
 
-Determinism: the data stream is a pure function of (seed, step) (see `data.loaders`), and the
-checkpoint holds the global RNG state, so a resumed run repeats an uninterrupted one exactly on the
-CPU.
+Determinism: the data stream is a pure function of (seed, step) (`data.loaders`) and the
+checkpoint holds the RNG state and the fp16 loss scale, so a resumed run repeats an uninterrupted
+one exactly on the CPU. Speed: `training.precision` and `training.device`; each record holds
+`images_per_s` since the previous evaluation and `peak_memory_mib` (CUDA's peak, or peak RSS).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from ..errors import ConfigError, UserError
 from ..seeding import seed_hash
 from ..protocols import Protocol, make_protocol
 from ..rundir import RunDirError
+from .device import peak_memory, reset_peak_memory, resolve_device, synchronize
 from .logs import TensorBoardLog
+from .precision import Precision
 from .rundir import RunDir, RunLock, environment
 from .selection import SELECTION_METHODS, summarize
 
@@ -46,15 +49,6 @@ class NonFiniteLoss(UserError, RuntimeError):
     """A loss term became NaN or infinite; training stops before any update or checkpoint."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    return dev
-
-
 def add_val_split(splits: dict, seed: int, fraction: float) -> dict:
     """In-distribution protocol: carve `val` out of each domain's `in` (the rest is `train`)."""
     out = {}
@@ -64,16 +58,21 @@ def add_val_split(splits: dict, seed: int, fraction: float) -> dict:
     return out
 
 
-def train_step(algo: Algorithm, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+def train_step(algo: Algorithm, batch: Batch, step: int,
+               precision: Precision | None = None) -> dict[str, torch.Tensor]:
     """One iteration: every phase the algorithm names, each with its backward and its optimiser's
     step. Returns the detached loss terms (classifier terms plain, other phases prefixed).
 
+    Each phase's forward passes and losses run under `precision`'s autocast (None: float32); its
+    backward and step outside it, scaled for fp16, the scale adjusted once per iteration.
     A non-finite term stops training before the update, naming the term, phase and step.
     """
+    precision = precision or Precision("fp32", batch.x.device)
     opts, logged = algo.optimizers(), {}
     algo.train()
     for phase in algo.phases(step):
-        terms = algo.losses(phase, batch, step)
+        with precision.autocast():
+            terms = algo.losses(phase, batch, step)
         values = torch.stack([t.detach().float() for t in terms.values()])
         if not bool(torch.isfinite(values).all()):  # one device sync per phase
             bad = [k for k, t in terms.items() if not torch.isfinite(t).all()]
@@ -83,11 +82,12 @@ def train_step(algo: Algorithm, batch: Batch, step: int) -> dict[str, torch.Tens
             )
         for opt in opts.values():
             opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        opts[phase].step()
+        precision.backward(terms["loss"])
+        precision.step(opts[phase])
         # Classifier terms keep plain names ("ce"); other phases are prefixed ("masker/dist").
         prefix = "" if phase == "classifier" else f"{phase}/"
         logged.update({prefix + k: t.detach() for k, t in terms.items()})
+    precision.update()
     return logged
 
 
@@ -133,11 +133,13 @@ class Trainer:
                 f"{self.folder.masks_root} is empty (no pixel on); check that the masks folder "
                 "is the right one and that masks are saved on a 0..255 scale")
         torch.manual_seed(config.seed)
+        self.memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         self.algorithm: Algorithm = build_algorithm(
             config.algorithm, backbone=config.backbone, num_classes=len(self.folder.classes),
             num_domains=len(self.protocol.train_domains), hparams=config.hparams,
             pretrained=config.pretrained, freeze_bn=config.freeze_bn,
-        ).to(self.device)
+        ).to(self.device, memory_format=self.memory_format)
+        self.precision = Precision(config.precision, self.device)
         self.resolved = {**config.to_dict(), "hparams": self.algorithm.hparams}
         self._inspect(tolerate_writer=True)
 
@@ -182,8 +184,10 @@ class Trainer:
                                with_masks=masks, extra_masks=self.eval_mask_folders)
         split = self.protocol.train_split
         train_idx = [self.splits[d][split] for d in self.protocol.train_domains]
+        # Pinned host memory lets the copies to the GPU overlap with computation (non_blocking).
+        pin = self.device.type == "cuda"
         train = make_train_loader(train_ds, train_idx, cfg.batch_size, cfg.seed, start_step,
-                                  cfg.num_workers)
+                                  cfg.num_workers, pin_memory=pin)
         # Every sample of a domain lies in exactly one of its splits, so one sequential pass over
         # the evaluated samples serves every split; `key_of` maps a sample to its split's key.
         self.eval_keys = [f"{d}_{s}" for d, s in self.protocol.eval_splits()]
@@ -192,21 +196,23 @@ class Trainer:
             key_of[self.splits[d][s]] = k
         self.key_of = key_of
         evaluated = torch.nonzero(key_of >= 0).flatten().tolist()
-        return train, make_eval_loader(eval_ds, evaluated, cfg.eval_batch_size, cfg.num_workers)
+        return train, make_eval_loader(eval_ds, evaluated, cfg.eval_batch_size, cfg.num_workers,
+                                       pin_memory=pin)
 
     # ------------------------------------------------------------------ steps
     def _to_batch(self, raw: dict) -> Batch:
         dev, mask = self.device, raw.get("mask")
         return Batch(
-            x=raw["x"].to(dev, non_blocking=True), y=raw["y"].to(dev, non_blocking=True),
+            x=raw["x"].to(dev, non_blocking=True, memory_format=self.memory_format),
+            y=raw["y"].to(dev, non_blocking=True),
             mask=None if mask is None else mask.to(dev, non_blocking=True),
             n_domains=len(self.protocol.train_domains),
         )
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        return train_step(self.algorithm, batch, step)
+        return train_step(self.algorithm, batch, step, self.precision)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no gradient needed (no Grad-CAM here)
     def evaluate(self, loader) -> dict[str, dict]:
         """Per evaluated split: accuracy ("acc"), mean cross-entropy ("ce"), sample count ("n"),
         and the algorithm's extra scores ("eval", per score name). Keyed as in `results.jsonl`."""
@@ -218,7 +224,7 @@ class Trainer:
         extra_sum: dict[str, torch.Tensor] = {}
         extra_cnt: dict[str, torch.Tensor] = {}
         for raw in loader:
-            x = raw["x"].to(self.device, non_blocking=True)
+            x = raw["x"].to(self.device, non_blocking=True, memory_format=self.memory_format)
             mask = raw.get("mask")
             mask = None if mask is None else mask.to(self.device, non_blocking=True)
             keys = self.key_of[raw["index"]]
@@ -263,6 +269,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.algorithm.optimizers().items()},
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "loss_scale": self.precision.state_dict(),  # fp16's GradScaler; empty otherwise
             "best_val": best_val,
             "best_step": best_step,
             "records": records,
@@ -283,6 +290,7 @@ class Trainer:
         self.algorithm.load_state_dict(state["algorithm"])
         for k, opt in self.algorithm.optimizers().items():
             opt.load_state_dict(state["optimizers"][k])
+        self.precision.load_state_dict(state.get("loss_scale", {}))
         torch.set_rng_state(state["rng_cpu"].cpu())
         if state["rng_cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
@@ -335,21 +343,30 @@ class Trainer:
         train_loader, eval_loader = self._loaders(start)
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
-        t0 = time.time()
+        reset_peak_memory(self.device)
+        images, t0 = 0, time.time()
         batches = iter(train_loader)
         for step in range(start, cfg.steps):
-            terms = self.train_step(self._to_batch(next(batches)), step)
+            batch = self._to_batch(next(batches))
+            terms = self.train_step(batch, step)
+            images += len(batch.y)
             for k, v in terms.items():  # summed on the device; read back once per evaluation
                 sums[k] = sums.get(k, 0) + v
                 counts[k] = counts.get(k, 0) + 1
             self.progress.on_step(step, terms)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                ev = self.evaluate(eval_loader)
+                synchronize(self.device)
+                train_seconds = time.time() - t0
+                with self.precision.autocast():
+                    ev = self.evaluate(eval_loader)
+                memory, memory_kind = peak_memory(self.device)
                 record = {
                     "step": step + 1,
                     "losses": {k: float(v) / counts[k] for k, v in sums.items()},
                     "acc": ev["acc"], "ce": ev["ce"], "n": ev["n"], "eval": ev["eval"],
                     "seconds": round(time.time() - t0, 3),
+                    "images_per_s": round(images / max(train_seconds, 1e-9), 2),
+                    "peak_memory_mib": round(memory, 1), "peak_memory": memory_kind,
                 }
                 # best.pt follows the configured criterion (accuracy: higher; val_loss: lower)
                 # and agrees with selection.summarize: warm-up checkpoints are no candidates.
@@ -369,7 +386,8 @@ class Trainer:
                     io.save_checkpoint(rd.best_ckpt, {"step": step + 1,
                                                       "algorithm": self.algorithm.state_dict()})
                 self.progress.on_eval(record)
-                sums, counts, t0 = {}, {}, time.time()
+                reset_peak_memory(self.device)
+                sums, counts, images, t0 = {}, {}, 0, time.time()
         summary = {"steps": cfg.steps,
                    **summarize(records, self.protocol.to_json(), self.objective_start)}
         rd.write_json("summary.json", summary)

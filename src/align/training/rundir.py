@@ -49,9 +49,10 @@ def RunLock(run_dir: str | Path) -> io.ProcessLock:
              "finish or stop it, or choose another --out")
 
 
-# Keys that may change between a run and its resumption without changing its results.
+# Keys that may change between a run and its resumption without changing its results (beyond
+# float rounding: another device or memory format computes the same functions).
 RESUMABLE_KEYS = {"steps", "num_workers", "device", "eval_batch_size", "verify_images", "out",
-                  "tensorboard"}
+                  "tensorboard", "channels_last"}
 
 
 class RunDir(RunFiles):
