@@ -23,7 +23,7 @@ from align.rundir import RunFiles
 from test_sweep_grid import TINY, fake_domainbed
 
 #: Timing fields of results.jsonl, which differ between any two executions.
-TIMING = {"seconds"}
+TIMING = {"seconds", "images_per_s", "peak_memory_mib"}  # measurements, not results
 #: What a pool of 2 gives each worker on this machine; the other launchers get the same, so
 #: that every launcher computes with the same number of threads.
 THREADS = max(1, available_cpus() // 2)
