@@ -505,3 +505,29 @@ def test_a_checkpoint_from_a_newer_format_is_refused_by_name(tiny_synth, tmp_pat
     io.save_checkpoint(run / "checkpoints" / "last.pt", state)
     with pytest.raises(ValueError, match="written by a newer align"):
         Trainer(tiny_config(tiny_synth, run, steps=8)).run()
+
+
+def test_a_run_killed_while_writing_its_setup_files_resumes(tiny_synth, tmp_path, monkeypatch):
+    """A kill after config.json but before splits.json (the sweep's pool test hit it) left a
+    run that every relaunch refused ("no splits.json"); nothing was trained, so the splits are
+    made again and the run equals an uninterrupted one."""
+    from align.training.rundir import RunDir
+
+    real = RunDir.write_json
+
+    def killed_after_config(self, name, obj):
+        real(self, name, obj)
+        if name == "config.json":
+            raise KeyboardInterrupt  # stands for the kill between the two writes
+
+    cfg = tiny_config(tiny_synth, tmp_path / "run", steps=4, eval_every=2)
+    with monkeypatch.context() as m:
+        m.setattr(RunDir, "write_json", killed_after_config)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(cfg).run()
+    assert not (tmp_path / "run" / "splits.json").exists()
+    resumed = Trainer(cfg).run()
+    fresh = Trainer(tiny_config(tiny_synth, tmp_path / "fresh", steps=4, eval_every=2)).run()
+    assert resumed["training_domain_validation"] == fresh["training_domain_validation"]
+    assert (tmp_path / "run" / "splits.json").read_text() == \
+        (tmp_path / "fresh" / "splits.json").read_text()

@@ -159,8 +159,9 @@ class Trainer:
 
     def _load_or_make_splits(self) -> dict:
         cfg = self.config
-        if self.resuming:
-            splits = splits_from_record(self.folder, self.run_dir.read_json("splits.json"))
+        rd = self.run_dir  # killed while writing its setup files: nothing trained, splits remade
+        if self.resuming and ((rd / "splits.json").exists() or rd.last_ckpt.exists()):
+            splits = splits_from_record(self.folder, rd.read_json("splits.json"))
         else:
             splits = make_splits(self.folder, cfg.holdout_fraction, cfg.seed)
         if self.protocol.spec.carves_val:
@@ -307,10 +308,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict:
-        """Train to `config.steps`, evaluating every `eval_every` steps; return the summary.
-
-        One process per run directory: an OS lock (`RunLock`) is held from before the first
-        write to the end; another process's start fails naming the holder."""
+        """Train to `config.steps`, evaluating every `eval_every` steps; return the summary. An OS
+        lock (`RunLock`) held from the first write to the end makes one process per run."""
         rd = self.run_dir
         rd.path.mkdir(parents=True, exist_ok=True)
         with RunLock(rd.path), self.events:
