@@ -479,3 +479,14 @@ def test_report_of_trained_runs_has_every_figure(runs, tmp_path):
     assert {f"figures/{p.name}" for p in figs.iterdir()} <= set(refs)  # every figure shown
     for name in TABLE_FILES:
         assert name in refs and (index.parent / name).is_file()
+
+
+def test_runs_from_before_precision_group_with_fp32_runs():
+    """A run whose config.json predates `precision`/`channels_last` is the same method as an
+    fp32 run of today (it was labelled a separate variant before this fix)."""
+    from align.report.collect import RunRecord, variant_key
+
+    old = {"algorithm": "erm", "lr": 1e-3, "hparams": {"lr": 1e-3}}
+    new = {**old, "precision": "fp32", "channels_last": True}
+    keys = {variant_key(RunRecord.variant(type("R", (), {"config": c})())) for c in (old, new)}
+    assert len(keys) == 1

@@ -21,7 +21,7 @@ from ..rundir import DEFAULT_SELECTION, RunDirError, RunFiles, selection_of
 NOT_VARIANT = {
     "out", "seed", "test_domains", "train_domains", "protocol", "data", "domains", "dataset",
     "device", "num_workers", "eval_batch_size", "verify_images", "skip_bad_images", "preset",
-    "tensorboard",
+    "tensorboard", "channels_last",  # how it ran, not what was trained
 }
 
 class RunIdentity:
@@ -70,6 +70,7 @@ class RunRecord(RunIdentity):
         """Flattened config that identifies the method (hparams by their own names)."""
         out = {k: v for k, v in self.config.items() if k not in NOT_VARIANT and k != "hparams"}
         out.setdefault("selection", DEFAULT_SELECTION)
+        out.setdefault("precision", "fp32")  # runs from before the key trained in fp32
         out.update(self.config.get("hparams", {}))
         return out
 
