@@ -673,6 +673,14 @@ COMMANDS: dict[str, Command] = {
             check=_files("sweeps/vlcs_single_source/runs/erm/single_source-Caltech101/h0/*/done",
                          "sweeps/vlcs_single_source/slurm/submitted.jsonl"),
             slow=True),
+    # The shipped sweep's estimate, made tiny (its ResNet-50 would take an hour on 2 cores).
+    "align sweep --config configs/vlcs_in_distribution.yaml --data data/VLCS --masks "
+    "data/VLCS_masks --out sweeps/vlcs_in_distribution --estimate": Command(
+        prepare=(after("align masks --data data/VLCS --out data/VLCS_masks --source generic"),
+                 sweep_file("tiny.yaml", algorithms=["erm", "gradia", "align"], seeds=[0, 1],
+                            protocols=["in_distribution"])),
+        subs=(("configs/vlcs_in_distribution.yaml", "tiny.yaml"),),
+        check=_says("total: 6 runs")),
     # A finished tiny in-distribution sweep in the documented folder (ERM and DRE, 2 seeds).
     "align collect sweeps/vlcs_in_distribution": Command(
         prepare=(domainbed_folder("data/VLCS", "vlcs"),

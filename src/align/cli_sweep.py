@@ -62,6 +62,9 @@ def sweep_command(
     wait: Annotated[bool, typer.Option(help="slurm: wait for the jobs and report each run.")] = False,
     dry_run: Annotated[bool, typer.Option(
         help="Print the grid, one line per run with its status; write nothing.")] = False,
+    estimate: Annotated[bool, typer.Option(
+        help="Time an iteration of each kind of run on this machine and print the grid's "
+             "device-hours; write nothing (run it where the sweep will train).")] = False,
 ) -> None:
     """Sweep algorithms x protocol cells x hyperparameter draws x seeds (resumable: finished
     runs are skipped, interrupted ones resumed, runs another launcher trains are skipped)."""
@@ -80,6 +83,11 @@ def sweep_command(
         partition=partition, time=time, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
         mem=mem, account=account, array_parallelism=array_parallelism, cluster=cluster,
         wait=wait)
+    if estimate:
+        from .experiments.sweep_cost import estimate_sweep
+
+        estimate_sweep(sweep_spec(inputs, console, make=False), out, synthetic, console)
+        return
     spec = sweep_spec(inputs, console, make=not dry_run)
     run_sweep(spec, out, launcher, options, console, dry_run=dry_run)
 

@@ -151,6 +151,12 @@ class ALIGN(DRE):
     def needs_cam(self, step: int) -> bool:
         return super().needs_cam(step) or self._guided(step)
 
+    def step_kind(self, step: int) -> str:
+        """DRE's kinds, and whether the classifier phase also runs the masker (guidance)."""
+        kind = super().step_kind(step)
+        guided = "classifier" in self.phases(step) and self._guided(step)
+        return kind + ", guided" if guided else kind
+
     def _guided(self, step: int) -> bool:
         hp = self.hparams
         if hp["guidance"] == "none":

@@ -160,6 +160,13 @@ class Algorithm(nn.Module, metaclass=abc.ABCMeta):
         """Phases to run at this iteration, in order (each steps its own optimiser)."""
         return ("classifier",)
 
+    def step_kind(self, step: int) -> str:
+        """What an iteration at `step` computes, as a label ("classifier", "masker+classifier"):
+        iterations of one kind cost the same, so `align sweep --estimate` times one per kind.
+        An algorithm whose iterations compute more at some steps than at others, beyond the
+        phases they run, adds that here."""
+        return "+".join(self.phases(step))
+
     @classmethod
     def objective_start(cls, hparams: Mapping[str, Any] | None = None) -> int:
         """First step (0-based) at which the algorithm, with these hyperparameters (overrides of

@@ -159,6 +159,13 @@ class DRE(Algorithm):
     def needs_cam(self, step: int) -> bool:
         return self.hparams["reg_weight"] > 0
 
+    def step_kind(self, step: int) -> str:
+        """The phases, and whether the classifier phase computes a Grad-CAM (its double
+        backward is most of DRE's extra cost)."""
+        kind = super().step_kind(step)
+        cam = "classifier" in self.phases(step) and self.needs_cam(step)
+        return kind + " with Grad-CAM" if cam else kind
+
     def classifier_losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         logits, cam = self.clean_pass(batch.x, batch.y, self.needs_cam(step))
         ce = F.cross_entropy(logits, batch.y)  # over the batch, not per class (dre/train.py)
