@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: the `gpu` tests, then the throughput benchmark (ResNet-50, 224 px: fp32, bf16,
-# channels-last), the input pipeline against the training step, and the Grad-CAM benchmark at
-# batch 128. Sized to finish within 8 minutes on one H200; prints every figure docs/benchmarks.md
+# channels-last), the input pipeline against the training step, the Grad-CAM benchmark at
+# batch 128, and the device-hours of the shipped sweeps (`align sweep --estimate`). Sized to finish within 8 minutes on one H200; prints every figure docs/benchmarks.md
 # records, with the date and the device.
 #
 #     bash benchmarks/gpu_check.sh                 # on a machine with a CUDA GPU
@@ -23,10 +23,12 @@ if [ "$device" = cpu ]; then  # the same steps at sizes that take seconds
     loader=(--size 32 --source-size 48 --batch 6 --batches 2 --warmup-batches 1 --per-class 2
             --backbone smallcnn --rounds 1)
     gradcam=(--model smallcnn --size 32 --batch 4 --rounds 1 --warmup 0 --no-captum)
+    estimate=(--tiny --configs configs/vlcs_in_distribution.yaml)
 else
     throughput=(--backbones resnet50 --sizes 224 --batch 96 --rounds 5 --warmup 2)
     loader=(--size 224 --batch 96 --backbone resnet50 --precision bf16 --batches 20)
     gradcam=(--model resnet50 --size 224 --batch 128 --rounds 5 --warmup 2)
+    estimate=()
 fi
 
 echo "== $(date -u +%Y-%m-%dT%H:%MZ) on $(python -c "import sys, torch; d = sys.argv[1]; \
@@ -40,3 +42,5 @@ echo "== input pipeline against the training step"
 python benchmarks/bench_loader.py --device "$device" "${loader[@]}"
 echo "== Grad-CAM"
 python benchmarks/bench_gradcam.py --device "$device" "${gradcam[@]}"
+echo "== device-hours of the shipped sweeps"
+python benchmarks/sweep_estimate.py --device "$device" "${estimate[@]}"

@@ -229,11 +229,13 @@ def data_shape(spec: SweepSpec, regime: str | None = None) -> DataShape:
 
 
 def estimate_sweep(spec: SweepSpec, root: Path, regime: str | None = None,
-                   console: Console | None = None, repeats: int = 3) -> list[GroupCost]:
+                   console: Console | None = None, repeats: int = 3,
+                   shape: DataShape | None = None) -> list[GroupCost]:
     """`align sweep --estimate`: expand and check the grid, time its groups, print the
-    estimate; nothing is written."""
+    estimate; nothing is written. `shape` replaces the data's (`data_shape`), e.g. a release's
+    image count for a stand-in folder (`benchmarks/sweep_estimate.py`)."""
     console = console or Console()
     runs = expand(spec, Path(root))
-    costs = estimate(runs, data_shape(spec, regime), spec.domains, repeats, console)
+    costs = estimate(runs, shape or data_shape(spec, regime), spec.domains, repeats, console)
     print_estimate(costs, console)
     return costs
