@@ -261,3 +261,37 @@ def test_the_slurm_job_array_carries_every_option(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, expand_multi(["sweep", "--out", str(out), *grid,
                                                    "--launcher", "slurm"]))
     assert result.exit_code == 2 and "needs --time MINUTES" in result.output
+
+
+def test_a_relaunch_leaves_out_runs_whose_slurm_job_is_queued_or_running(tmp_path, monkeypatch):
+    """Stand-ins for sbatch (job ids 4242, 4243, ...) and sacct (answers from a file, as Slurm
+    prints job array tasks); a relaunch submits only runs whose job failed, completed without
+    finishing the run, or is unknown to sacct."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(
+        f"#!/bin/sh\nf={bin_dir}/next; n=$(cat $f 2>/dev/null || echo 4242)\n"
+        "echo $((n + 1)) > $f; echo Submitted batch job $n\n")
+    (bin_dir / "sacct").write_text(f"#!/bin/sh\ncat {bin_dir}/sacct.txt\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    grid = make_grid(tmp_path)
+    out = tmp_path / "sweep"
+    output = sweep(out, grid, "--launcher", "slurm", "--time", "90")
+    assert "sweep: 4 submitted" in output
+    first = [json.loads(x) for x in (out / "slurm" / "submitted.jsonl").read_text().splitlines()]
+    assert [s["job_id"] for s in first] == [f"4242_{i}" for i in range(4)]
+    (bin_dir / "sacct.txt").write_text("JobID|State|NodeList\n4242_0|RUNNING|n1\n"
+                                       "4242_0.batch|RUNNING|n1\n4242_1|PENDING|None assigned\n"
+                                       "4242_2|CANCELLED by 0|n1\n4242_3|COMPLETED|n1\n")
+    output = sweep(out, grid, "--launcher", "slurm", "--time", "90")
+    assert "2 run(s) already queued or running on Slurm: not submitted again" in output
+    assert "sweep: 2 queued, 2 submitted" in output
+    second = [json.loads(x) for x in (out / "slurm" / "submitted.jsonl").read_text().splitlines()]
+    assert [s["run"] for s in second[4:]] == [first[2]["run"], first[3]["run"]]
+    assert [s["job_id"] for s in second[4:]] == ["4243_0", "4243_1"]
+    # sacct knows none of the latest jobs (or fails): every run not done is submitted again
+    (bin_dir / "sacct.txt").write_text("JobID|State|NodeList\n")
+    assert "sweep: 4 submitted" in sweep(out, grid, "--launcher", "slurm", "--time", "90")

@@ -52,7 +52,8 @@ class Task:
 @dataclass(frozen=True)
 class Outcome:
     """What became of one run: `trained` (now, to its last step), `locked` (another process
-    trains it), `failed` (message says why), `submitted` (queued, not waited for) or `done`
+    trains it), `failed` (message says why), `submitted` (queued, not waited for), `queued` (its
+    Slurm job of an earlier launch is still queued or running: not submitted again) or `done`
     (finished before this launch; never sent to a launcher)."""
 
     name: str
