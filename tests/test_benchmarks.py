@@ -38,10 +38,6 @@ def test_bench_gradcam_candidates_agree() -> None:
                "--rounds", "1", "--warmup", "0")
     # Same maps from the batched call, the textbook per-image loop and Captum.
     assert _value(r"max \|textbook - ours\| = ([0-9.e+-]+)", out) < 1e-5
-    # the shipped sweep's estimate on a stand-in folder: VLCS's image count, every algorithm
-    assert "== configs/vlcs_in_distribution.yaml (vlcs, 10729 images)" in out
-    assert re.search(r"^  align +3 runs .*masker\+classifier with Grad-CAM, guided", out, re.M)
-    assert _value(r"total: 24 runs, ([0-9.]+) device-hours", out) > 0
     assert _value(r"max \|ours - captum\| = ([0-9.e+-]+)", out) < 1e-5
     assert _value(r"per-sample loop / batched = ([0-9.]+)x", out) > 0
 
