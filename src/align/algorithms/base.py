@@ -5,6 +5,8 @@ to run (`phases(step)`, e.g. `("classifier",)` for ERM or `("masker", "classifie
 alternation). For each phase the loop calls `losses(phase, batch, step)`, which returns the named
 loss terms; `"loss"` is the one the loop back-propagates before stepping `optimizers()[phase]`.
 The loop (not the algorithm) owns backward, stepping, NaN checks, logging and checkpoints.
+`step_kind(step)` labels what an iteration computes, so that `align sweep --estimate` times one
+iteration per kind (an algorithm whose cost changes over training says how).
 
 This is DomainBed's `update(minibatches) -> dict` split in two so alternating schedules and
 several optimisers fit the same loop.
