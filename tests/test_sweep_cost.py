@@ -49,6 +49,20 @@ def test_a_run_costs_its_kinds_times_their_steps_plus_its_evaluations():
     assert g.run_seconds == pytest.approx(11.0 + 7.5)
 
 
+def test_loading_adds_to_a_step_without_workers_and_overlaps_with_them():
+    base = dict(algorithm="erm", runs=1, steps=10, kinds={"a": (10, 0.5)}, evaluations=2,
+                eval_seconds=3.0, device="cpu", setting="", batch=4, images=100)
+    assert GroupCost(**base).run_seconds == pytest.approx(10 * 0.5 + 2 * 3.0)  # not timed
+    no_workers = GroupCost(**base, load_seconds=0.25, workers=0)
+    assert no_workers.train_seconds == pytest.approx(10 * (0.5 + 4 * 0.25))
+    assert no_workers.eval_total_seconds == pytest.approx(2 * (3.0 + 100 * 0.25))
+    two = GroupCost(**base, load_seconds=0.25, workers=2)  # loading 1.0 s/step, 0.5 per worker
+    assert two.train_seconds == pytest.approx(10 * 0.5)
+    eight_images = GroupCost(**{**base, "batch": 8}, load_seconds=0.25, workers=2)
+    assert eight_images.train_seconds == pytest.approx(10 * 8 * 0.25 / 2)  # loading paces it
+    assert eight_images.eval_total_seconds == pytest.approx(2 * max(3.0, 100 * 0.25 / 2))
+
+
 def test_runs_that_cost_the_same_are_timed_once(tmp_path, monkeypatch):
     data = fake_domainbed(tmp_path / "data", n=2)
     spec = SweepSpec(algorithms=("erm", "align"), domains=("A", "B", "C"),
@@ -73,6 +87,10 @@ def test_runs_that_cost_the_same_are_timed_once(tmp_path, monkeypatch):
         "classifier with Grad-CAM": 2, "masker": 1, "masker+classifier with Grad-CAM, guided": 4}
     assert all(s > 0 for _, s in align.kinds.values()) and align.eval_seconds > 0
     assert erm.evaluations == 3 and "smallcnn at 32 px, 2 x 2 images per step, fp32" == erm.setting
+    # the input pipeline, timed once on the folder's images, paces every group alike
+    assert erm.load_seconds is not None and erm.load_seconds > 0
+    assert {c.load_seconds for c in costs} == {erm.load_seconds}
+    assert erm.workers == TINY["num_workers"] and erm.batch == 4 and erm.images == 12
 
 
 def test_the_estimate_command_prints_device_hours_and_writes_nothing(tmp_path):
