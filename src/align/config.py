@@ -65,6 +65,11 @@ class TrainConfig:
     tensorboard: bool = False  # also log every loss term and accuracy to RUN/tensorboard/ (extra `tensorboard`)
     hparams: dict[str, Any] = field(default_factory=dict)
 
+    def evaluates_after(self, step: int) -> bool:
+        """Whether the run evaluates (and checkpoints) after 0-based `step`: every
+        `eval_every` steps and after the last."""
+        return (step + 1) % self.eval_every == 0 or step + 1 == self.steps
+
     def validate(self) -> "TrainConfig":
         """Check values that do not need the data; raise a ConfigError (a ValueError) naming the
         key.

@@ -133,8 +133,8 @@ def group_key(run: GridRun, n_train_domains: int) -> str:
 
 
 def evaluations(config: TrainConfig) -> int:
-    """Evaluations of a run: every `eval_every` steps and after the last (as the trainer)."""
-    return config.steps // config.eval_every + (config.steps % config.eval_every != 0)
+    """Evaluations of a run, by the trainer's rule (`TrainConfig.evaluates_after`)."""
+    return sum(config.evaluates_after(step) for step in range(config.steps))
 
 
 def _timed(fn, device: torch.device, repeats: int) -> float:

@@ -353,7 +353,7 @@ class Trainer:
                 sums[k] = sums.get(k, 0) + v
                 counts[k] = counts.get(k, 0) + 1
             self.progress.on_step(step, terms)
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            if cfg.evaluates_after(step):
                 synchronize(self.device)
                 train_seconds = time.time() - t0
                 with self.precision.autocast():
