@@ -92,3 +92,17 @@ def test_every_documented_align_command_parses(doc, line):
 
 def test_the_docs_have_align_commands_to_check():
     assert len(shell_commands()) >= 10
+
+
+@pytest.mark.parametrize("kind", ["algorithm", "dataset preset", "training preset"])
+def test_the_readme_names_every_registered_choice(kind):
+    """The README's overview lists what can be chosen by name; a name added to a registry must
+    appear there too (the dataset presets list once lacked `pacs` and `office_home`)."""
+    from align.data.presets import PRESETS as DATASETS
+    from align.training.presets import PRESETS as TRAINING
+
+    names = {"algorithm": ALGORITHMS.names(), "dataset preset": list(DATASETS),
+             "training preset": TRAINING.names()}[kind]
+    text = README.read_text()
+    missing = [n for n in names if f"`{n}`" not in text and f"--preset {n}" not in text]
+    assert not missing, f"README.md does not name the {kind}(s) {missing}"
