@@ -740,3 +740,42 @@ def test_every_shell_line_is_run_or_listed_with_a_reason():
         assert line in commands or line in NOT_RUN, (
             f"{doc}: shell line {line!r} is neither an `align` command nor in NOT_RUN")
     assert set(NOT_RUN) <= {line for _, line in shell_lines()}
+
+
+# --- the config files -------------------------------------------------------------------------
+
+#: Every ```yaml block of the docs, by (doc, a text only it contains): the test that uses it.
+YAML_BLOCKS = {
+    (README.name, "hparams: {lr: 5.0e-5"): "the README's `align train ... --config my.yaml` "
+                                           "(COMMANDS, `readme_yaml_at`)",
+    ("sweeps.md", "n_hparams: 8"): "test_the_sweep_file_example_makes_its_grid",
+}
+
+
+def test_every_yaml_block_has_a_test():
+    for doc, body in fenced_blocks("yaml"):
+        assert [k for k in YAML_BLOCKS if k[0] == doc and k[1] in body], (
+            f"{doc}: new config example with no test (add it to YAML_BLOCKS):\n{body}")
+    for doc, marker in YAML_BLOCKS:
+        found = [b for d, b in fenced_blocks("yaml") if d == doc and marker in b]
+        assert len(found) == 1, f"{doc}: {len(found)} yaml blocks contain {marker!r}, expected 1"
+
+
+def test_the_sweep_file_example_makes_its_grid(tmp_path, monkeypatch, request):
+    """docs/sweeps.md's sweep file, as written, on a VLCS-shaped folder: every key is accepted
+    and the grid is 3 algorithms x 4 held-out domains x 8 draws x 3 seeds (a dry run: nothing
+    trains, so its ResNet-50 and ImageNet weights are never loaded)."""
+    from typer.testing import CliRunner
+
+    from align.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    domainbed_folder("data/VLCS", "vlcs")(tmp_path, request)
+    (body,) = [b for doc, b in fenced_blocks("yaml") if doc == "sweeps.md"]
+    (tmp_path / "sweep.yaml").write_text(body)
+    result = CliRunner().invoke(app, ["sweep", "--config", "sweep.yaml", "--data", "data/VLCS",
+                                      "--out", "sweeps/vlcs", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "288 runs = 3 algorithm(s) x 4 cell(s) x 8 draw(s) x 3 seed(s)" in result.output
+    assert "warmup_steps=2000" in result.output  # its `hparams: {align.warmup_steps: 2000}`
+    assert not (tmp_path / "sweeps").exists()
