@@ -11,7 +11,7 @@ accuracies fill the tables, in the shape of the setting's protocol:
 - leave-one-domain-out (the protocol names test domains): rows = methods, columns = held-out
   domains + avg, each cell the held-out domain's test accuracy (its `in` split);
 - in-distribution (it names none): rows = methods, columns = domains + avg, each cell the
-  domain's held-out test split (as METHOD.md's VLCS and TerraIncognita tables);
+  domain's held-out test split (as the paper's VLCS and TerraIncognita tables, docs/sweeps.md);
 - single-source (it names the source): per method, a source -> target matrix (rows = sources,
   columns = targets + avg, the diagonal empty), and one table of the mean over targets per
   source (rows = methods).
