@@ -167,6 +167,16 @@ def test_masks_root_inside_image_root_is_not_a_domain(tmp_path):
     assert scan_domainbed(root, masks_root=root / "masks").domains == ["A", "B"]
 
 
+def test_masks_root_equal_to_image_root_is_refused(tmp_path):
+    # Each image would be its own mask, of the right size: nothing else would catch it.
+    root = make_tree(tmp_path / "img", SPEC)
+    for masks in (root, tmp_path / "img" / "."):
+        with pytest.raises(DataError, match="masks root .* is the image root itself"):
+            scan_domainbed(root, masks_root=masks)
+    with pytest.raises(DataError, match="is the image root itself"):
+        scan_domainbed(root).with_masks(root)
+
+
 def test_missing_mask_names_image_and_expected_location(tmp_path):
     root = make_tree(tmp_path / "img", SPEC)
     masks = make_masks(tmp_path / "masks", scan_domainbed(root))
