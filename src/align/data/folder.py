@@ -16,6 +16,7 @@ import dataclasses
 
 import logging
 import os
+import unicodedata
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -151,6 +152,11 @@ def _name_diff(found: list[str], expected: list[str]) -> str:
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     parts = [f"missing {missing}" if missing else "", f"extra {extra}" if extra else ""]
+    # The same accented name in two Unicode forms (macOS writes decomposed, NFD) prints alike,
+    # so "missing ['café'], extra ['café']" alone would not say what to rename.
+    nfc = {unicodedata.normalize("NFC", m): m for m in missing}
+    parts += [f"{ascii(e)} and {ascii(nfc[k])} differ only in Unicode normalisation (rename one)"
+              for e in extra if (k := unicodedata.normalize("NFC", e)) in nfc]
     return ", ".join(p for p in parts if p)
 
 
