@@ -79,6 +79,14 @@ def test_differing_class_folders_name_domain_and_class(tmp_path):
     assert "domain 'B'" in msg and "missing ['dog']" in msg and "extra ['emu']" in msg
 
 
+def test_class_names_in_two_unicode_forms_are_told_apart(tmp_path):
+    # "café" composed (NFC) in one domain, decomposed (NFD, as macOS writes it) in the other.
+    root = make_tree(tmp_path, {"A": {"caf\u00e9": 1}, "B": {"cafe\u0301": 1}})
+    with pytest.raises(DataError) as e:
+        scan_domainbed(root)
+    assert "'cafe\\u0301' and 'caf\\xe9' differ only in Unicode normalisation" in str(e.value)
+
+
 def test_empty_domain_is_named(tmp_path):
     root = make_tree(tmp_path, {"A": {"cat": 1}})
     (root / "Empty").mkdir()
@@ -165,6 +173,16 @@ def test_masks_root_inside_image_root_is_not_a_domain(tmp_path):
     root = make_tree(tmp_path, SPEC)
     make_masks(root / "masks", scan_domainbed(root))
     assert scan_domainbed(root, masks_root=root / "masks").domains == ["A", "B"]
+
+
+def test_masks_root_equal_to_image_root_is_refused(tmp_path):
+    # Each image would be its own mask, of the right size: nothing else would catch it.
+    root = make_tree(tmp_path / "img", SPEC)
+    for masks in (root, tmp_path / "img" / "."):
+        with pytest.raises(DataError, match="masks root .* is the image root itself"):
+            scan_domainbed(root, masks_root=masks)
+    with pytest.raises(DataError, match="is the image root itself"):
+        scan_domainbed(root).with_masks(root)
 
 
 def test_missing_mask_names_image_and_expected_location(tmp_path):

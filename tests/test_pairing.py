@@ -53,6 +53,21 @@ def test_list_images_refuses_images_that_would_share_a_mask(tmp_path: Path) -> N
         list_images(tmp_path)
 
 
+def test_list_images_follows_symlinked_folders_like_the_training_scan(tmp_path: Path) -> None:
+    """Regression: `align masks` skipped the images of a symlinked domain or class folder, which
+    training reads, so training then refused the masks folder it had just built."""
+    from align.data.folder import scan_domainbed
+
+    images, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
+    _touch(images, "d0/a/0.png", "d0/b/0.png", "d1/b/1.png")
+    _touch(elsewhere, "d1_a/2.png", "d2/a/3.png", "d2/b/4.png")
+    (images / "d1" / "a").symlink_to(elsewhere / "d1_a", target_is_directory=True)
+    (images / "d2").symlink_to(elsewhere / "d2", target_is_directory=True)
+    expected = ["d0/a/0.png", "d0/b/0.png", "d1/a/2.png", "d1/b/1.png", "d2/a/3.png", "d2/b/4.png"]
+    assert list_images(images) == expected
+    assert [s.path for s in scan_domainbed(images).samples] == expected
+
+
 def test_mask_quality_report_pairs_like_training(tmp_path: Path) -> None:
     gt, masks = tmp_path / "gt", tmp_path / "masks"
     _touch(gt, "d/c/a.png", "d/c/b.bmp")

@@ -414,6 +414,20 @@ def test_bad_config_values_are_refused_before_anything_is_written(tiny_synth, tm
     Trainer(tiny_config(tiny_synth, run, steps=4)).run()  # the corrected command is accepted
 
 
+def test_a_run_directory_inside_the_dataset_is_refused_before_anything_is_written(tiny_synth,
+                                                                                 tmp_path):
+    """Regression: the first run trained; every later scan of the dataset (the same command
+    resuming it included) then refused the run directory as a domain without class folders."""
+    import shutil
+
+    data = tmp_path / "images"
+    shutil.copytree(tiny_synth / "images", data)
+    for out in (data / "runs" / "erm", data):
+        with pytest.raises(ValueError, match="'out' .* lies inside 'data'"):
+            Trainer(tiny_config(tiny_synth, out, data=str(data)))
+    assert sorted(p.name for p in data.iterdir()) == ["noisy", "photo", "sketch", "texture"]
+
+
 def test_truncated_empty_or_malicious_checkpoints_get_a_message_naming_the_file(tiny_synth,
                                                                                 tmp_path):
     """Regression (issue 10): a truncated or empty last.pt ended in "Aborted." or a traceback;

@@ -83,6 +83,12 @@ class TrainConfig:
             raise ConfigError("config: 'data' (the dataset folder) is required")
         if not self.out:
             raise ConfigError("config: 'out' (the run directory) is required")
+        data, out = (Path(v).expanduser().resolve() for v in (self.data, self.out))
+        if out == data or data in out.parents:
+            # The run would train once, then every later scan of `data` (its resumption
+            # included) would read the run directory as a domain and refuse the dataset.
+            raise ConfigError(f"config: 'out' {self.out} lies inside 'data' {self.data} (the "
+                              "dataset root); choose a run directory outside the dataset")
         for key, registry in (("protocol", PROTOCOLS), ("selection", SELECTION_METHODS),
                               ("preset", TRAINING_PRESETS), ("dataset", DATASET_PRESETS),
                               ("precision", PRECISIONS)):

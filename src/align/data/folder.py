@@ -16,6 +16,7 @@ import dataclasses
 
 import logging
 import os
+import unicodedata
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -85,7 +86,7 @@ class DomainFolder:
         """The same images paired with another masks folder (e.g. evaluation-only masks); every
         image must have exactly one mask of its own size there, else one `DataError` lists them."""
         masks_p = Path(masks_root).expanduser().resolve()
-        samples = _with_mask_paths(self.samples, masks_p)
+        samples = _with_mask_paths(self.root, self.samples, masks_p)
         empty = _check_mask_sizes(self.root, masks_p, samples, [None] * len(samples),
                                   decode=verify)
         return dataclasses.replace(self, masks_root=masks_p, samples=samples, empty_masks=empty)
@@ -151,6 +152,11 @@ def _name_diff(found: list[str], expected: list[str]) -> str:
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     parts = [f"missing {missing}" if missing else "", f"extra {extra}" if extra else ""]
+    # The same accented name in two Unicode forms (macOS writes decomposed, NFD) prints alike,
+    # so "missing ['café'], extra ['café']" alone would not say what to rename.
+    nfc = {unicodedata.normalize("NFC", m): m for m in missing}
+    parts += [f"{ascii(e)} and {ascii(nfc[k])} differ only in Unicode normalisation (rename one)"
+              for e in extra if (k := unicodedata.normalize("NFC", e)) in nfc]
     return ", ".join(p for p in parts if p)
 
 
@@ -272,8 +278,13 @@ def _verify_images(root: Path, samples: list[Sample], skip_bad: bool
     return [s for s, _ in kept], [p for p, _ in bad], [size for _, size in kept]
 
 
-def _with_mask_paths(samples: list[Sample], masks_root: Path) -> list[Sample]:
+def _with_mask_paths(root: Path, samples: list[Sample], masks_root: Path) -> list[Sample]:
     """`samples` with `mask_path` set (see `align.data.pairing`)."""
+    if masks_root.resolve() == root.resolve():
+        # Every image would pair with itself and pass every check (same size, decodable), so
+        # the photos would silently train as their own (colour channel maximum) masks.
+        raise DataError(f"the masks root {masks_root} is the image root itself; pass the "
+                        "folder that holds the masks")
     mask_rels = pair_masks([s.path for s in samples], masks_root)
     return [Sample(s.path, s.label, s.domain, m) for s, m in zip(samples, mask_rels)]
 
@@ -365,6 +376,6 @@ def scan_domainbed(
             _check_nonempty(samples, chosen, classes, root_p, reason="without readable images")
     empty: list[str] = []
     if masks_p is not None:
-        samples = _with_mask_paths(samples, masks_p)
+        samples = _with_mask_paths(root_p, samples, masks_p)
         empty = _check_mask_sizes(root_p, masks_p, samples, sizes, decode=verify_images)
     return DomainFolder(root_p, masks_p, chosen, classes, samples, skipped, empty)

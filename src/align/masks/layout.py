@@ -33,7 +33,8 @@ def list_images(root: str | os.PathLike) -> list[str]:
     """Relative POSIX paths of every image at ``<domain>/<class>/<image>`` below `root`, sorted.
 
     Hidden files and folders (``.ipynb_checkpoints``, our own ``.tmp`` folders) are skipped, and
-    so are images at other depths (a ``preview.png`` next to the domains is not a sample).
+    so are images at other depths (a ``preview.png`` next to the domains is not a sample);
+    symlinked folders are followed.
     Raises if `root` is not a folder or holds no image, and (a `DataError`) if two images would
     share one mask path (``x.jpg`` and ``x.png`` in one class folder).
     """
@@ -41,10 +42,14 @@ def list_images(root: str | os.PathLike) -> list[str]:
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
     rels: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        # Pruning in place stops os.walk from descending into hidden folders at all.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    # Symlinked domain and class folders are followed, as the training scan and the mask pairing
+    # follow them: else their images get no mask here and training then refuses the folder.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+        # Pruning in place stops os.walk from descending into hidden folders at all, and below
+        # the class folders (nothing is listed there; a symlink loop there is never entered).
+        deeper = len(rel_dir.parts) < LAYOUT_DEPTH - 1
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if deeper else []
         if len(rel_dir.parts) != LAYOUT_DEPTH - 1:
             continue
         rels.extend(
