@@ -411,6 +411,19 @@ def test_report_errors_name_the_run_directory(tmp_path):
         load_run_record(bad)
 
 
+def test_report_refuses_a_named_run_that_is_training_further(tmp_path):
+    """A finished run trained further (more --steps) and stopped keeps its old summary.json:
+    named, it is refused as not finished (a folder of runs leaves it out), never reported with
+    the numbers of its earlier, shorter training."""
+    run = tmp_path / "erm"
+    shutil.copytree(GOLDEN_RUNS[0], run)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.pt").write_bytes(b"")  # resumable, and no `done` marker
+    with pytest.raises(RunDirError, match=re.escape(str(run)) + ": training has not finished"):
+        make_report([run], tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
 # ------------------------------------------------------------------ report: figures and html
 def _local_refs(index: Path) -> list[str]:
     return re.findall(r'(?:href|src)="([^"]+)"', index.read_text())

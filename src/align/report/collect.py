@@ -119,6 +119,13 @@ def load_run_record(path: str | Path, evaluated: bool = True) -> RunRecord:
     if not run.path.is_dir():
         raise RunDirError(f"{run.path}: not a directory")
     config, protocol, summary = run.config(), run.protocol(), run.summary()
+    # A run trained further (more --steps) and stopped keeps the summary.json of its earlier,
+    # shorter training: reporting it would show a run that no longer is.
+    if not run.is_finished():
+        raise RunDirError(
+            f"{run.path}: training has not finished (no `done` marker; its summary.json may "
+            "be from an earlier, shorter training); run the same `align train` command again "
+            "to finish it")
     selection = selection_of(config)
     if selection not in summary:
         raise RunDirError(
