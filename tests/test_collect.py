@@ -198,6 +198,18 @@ def test_a_partial_sweep_names_every_missing_piece(tmp_path):
     ]
 
 
+def test_a_foreign_folder_below_a_sweep_is_unreadable_not_a_crash(tmp_path):
+    """A folder of another tool with its own config.json and protocol.json (valid JSON, not an
+    align run's) is named as unreadable; the runs beside it are still collected."""
+    root = _known_sweep(tmp_path / "sweep")
+    (root / "other").mkdir()
+    (root / "other" / "config.json").write_text(json.dumps({"name": "a model"}))
+    (root / "other" / "protocol.json").write_text(json.dumps({"name": "lodo"}))
+    _, missing = write_collect(root, tmp_path / "out")
+    assert missing == ["other: unreadable (its config.json or protocol.json is not an align "
+                       "run's: KeyError 'data')"]
+
+
 def test_collect_cli_writes_every_file_and_prints_what_is_missing(tmp_path):
     root = _known_sweep(tmp_path / "sweep")
     p = protocol_json("lodo", ("B",))

@@ -202,9 +202,16 @@ def _read(path: Path) -> tuple[SweepRun | None, str]:
         start = run.summary().get("objective_start", 0) if done else 0
         why = "" if done else (f"not finished (step {records[-1]['step'] if records else 0} "
                                f"of {config.get('steps', '?')})")
-        return SweepRun(run.path, config, run.protocol(), records, start, done), why
+        found = SweepRun(run.path, config, run.protocol(), records, start, done)
+        # What places the run in the tables, read now: a config.json and protocol.json that are
+        # not align's (another tool's folder below the sweep) are unreadable, not a crash.
+        found.dataset, found.env, found.domains, found.algorithm, found.seed, found.settings()
+        return found, why
     except RunDirError as e:
         return None, f"unreadable ({e})"
+    except (KeyError, TypeError, AttributeError) as e:
+        return None, (f"unreadable (its config.json or protocol.json is not an align run's: "
+                      f"{type(e).__name__} {e})")
 
 
 def read_sweep(folder: str | Path) -> Sweep:
