@@ -130,6 +130,19 @@ def test_config_file_unknown_key_is_an_error(tmp_path):
         read_config_file(f)
 
 
+def test_config_file_and_set_read_exponents_without_a_dot_as_numbers(tmp_path):
+    """`lr: 1e-5` is a number, as in JSON (PyYAML alone reads YAML 1.1's string '1e-5' and the
+    run was refused with "expects float, got '1e-5'"); so is `--set lr=1e-5`."""
+    from align.experiments.sweep_grid import parse_assignments
+
+    f = tmp_path / "c.yaml"
+    f.write_text("holdout_fraction: 2e-1\nhparams: {lr: 1e-5, weight_decay: 1.0e3}\n")
+    cfg = make_config(f, data="d", out="o", test_domains=["A"])
+    assert cfg.holdout_fraction == 0.2 and cfg.hparams == {"lr": 1e-5, "weight_decay": 1e3}
+    assert parse_assignments(["lr=1e-5", "erm.dropout=5E-1", "fill=blur"]) == {
+        "lr": 1e-5, "erm.dropout": 0.5, "fill": "blur"}
+
+
 def test_config_merges_file_and_flags(tmp_path):
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"steps": 10, "backbone": "smallcnn", "hparams": {"lr": 0.1}}))

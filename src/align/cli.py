@@ -207,8 +207,7 @@ def masks(
     overwrite: Annotated[bool, typer.Option(help="Replace a folder built with other settings.")] = False,
 ) -> None:
     """Build a masks folder from a mask source, once (cached), for mask-supervised training."""
-    import yaml
-
+    from .config import load_yaml
     from .masks import build_mask_folder, read_record
 
     params = {}
@@ -216,7 +215,7 @@ def masks(
         if "=" not in item:
             raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
-        params[k] = yaml.safe_load(v)
+        params[k] = load_yaml(v)
     root = build_mask_folder(data, out, source, gt_root=gt, params=params, seed=seed,
                              overwrite=overwrite)
     iou = read_record(root).get("mean_iou")

@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -162,6 +163,23 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         raise ConfigError(f"config: {name!r} must be {_type_name(hint)}, got {value!r}")
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads `1e-5` and `1.0e30` as numbers, as YAML 1.2 and JSON
+    do: PyYAML follows YAML 1.1, whose floats need a dot and a signed exponent, so `lr: 1e-5`
+    would be the string '1e-5' and refused as "expects float, got '1e-5'"."""
+
+
+_YamlLoader.add_implicit_resolver(  # copies SafeLoader's resolvers: yaml.safe_load is unchanged
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text -> Python values, safely; the one YAML reader of config files and of KEY=VALUE
+    flags (`--set`, `--param`), so `1e-5` is a number everywhere."""
+    return yaml.load(text, Loader=_YamlLoader)
+
+
 def read_config_file(path: str | Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Read a YAML or JSON mapping; unknown top-level keys are errors naming the key and file.
     `extra`: keys a caller reads besides the TrainConfig fields (a sweep file's `sweep:`)."""
@@ -170,7 +188,7 @@ def read_config_file(path: str | Path, extra: tuple[str, ...] = ()) -> dict[str,
         raise FileNotFoundError(f"config file not found: {path}")
     text = path.read_text()
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"config file {path} is not valid {path.suffix or 'YAML'}: {e}") from None
     data = data or {}

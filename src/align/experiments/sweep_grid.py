@@ -33,10 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
-import yaml
-
 from ..algorithms import ALGORITHMS
-from ..config import TrainConfig, check_run, make_config
+from ..config import TrainConfig, check_run, load_yaml, make_config
 from ..errors import ConfigError
 from ..hparams import sample
 from ..protocols import PROTOCOLS
@@ -130,7 +128,7 @@ def parse_assignments(items: list[str], flag: str = "--set") -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
+        out[key] = load_yaml(value)
     return out
 
 
