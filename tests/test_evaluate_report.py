@@ -424,6 +424,24 @@ def test_report_refuses_a_named_run_that_is_training_further(tmp_path):
     assert not (tmp_path / "report").exists()
 
 
+def test_report_refuses_an_evaluation_of_a_checkpoint_training_has_replaced(tmp_path):
+    """A run evaluated, then trained further (its best checkpoint moved from step 4 to 24): the
+    report put step 4's explanation metrics beside step 24's accuracies. Named, it is refused;
+    in a folder of runs, it gives its accuracies only."""
+    run = tmp_path / "runs" / "erm"
+    shutil.copytree(GOLDEN_RUNS[0], run)
+    record = json.loads((run / EVALUATION_FILE).read_text())
+    selected = json.loads((run / "summary.json").read_text())["training_domain_validation"]
+    record["config"]["step"] = selected["step"] - 4  # evaluated before it trained further
+    (run / EVALUATION_FILE).write_text(json.dumps(record))
+    with pytest.raises(RunDirError, match=re.escape(
+            f"{run}: its evaluation.json scored the best checkpoint of step "
+            f"{selected['step'] - 4}, but that checkpoint is now step {selected['step']}")):
+        make_report([run], tmp_path / "report")
+    html = make_report([tmp_path / "runs"], tmp_path / "report").read_text()
+    assert f"{run}: not evaluated, accuracy only" in html
+
+
 # ------------------------------------------------------------------ report: figures and html
 def _local_refs(index: Path) -> list[str]:
     return re.findall(r'(?:href|src)="([^"]+)"', index.read_text())

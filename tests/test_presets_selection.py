@@ -213,7 +213,9 @@ def test_report_reads_the_runs_own_selection(tmp_path):
     shutil.copytree(GOLDEN, run)
     summary = {k: v for k, v in json.loads((run / "summary.json").read_text()).items()
                if k != "val_loss"}  # as a run from before `val_loss` wrote it
-    picked = {**summary["last"], "acc": {k: 0.123 for k in summary["last"]["acc"]}}
+    # at the evaluated step: a report refuses an evaluation of another checkpoint than best.pt's
+    picked = {**summary["last"], "step": summary["training_domain_validation"]["step"],
+              "acc": {k: 0.123 for k in summary["last"]["acc"]}}
     (run / "summary.json").write_text(json.dumps({**summary, "val_loss": picked}))
     assert {v for _, v in _accuracy("ood")(load_run_record(run))} != {0.123}  # default: tdv
     config = json.loads((run / "config.json").read_text())

@@ -131,6 +131,18 @@ def load_run_record(path: str | Path, evaluated: bool = True) -> RunRecord:
         raise RunDirError(
             f"{run.path}/summary.json has no {selection!r} entry (the run's selection)")
     evaluation = run.evaluation() if evaluated or run.has_evaluation() else None
+    # An evaluation of a checkpoint that training has since replaced (the run trained further)
+    # would put one checkpoint's explanation metrics beside another's accuracies.
+    scored = (evaluation or {}).get("config", {})
+    checkpoint = scored.get("checkpoint", "best")
+    now = summary.get(selection if checkpoint == "best" else checkpoint, {}).get("step")
+    if evaluation is not None and scored.get("step") != now:
+        if evaluated:
+            raise RunDirError(
+                f"{run.path}: its evaluation.json scored the {checkpoint} checkpoint of step "
+                f"{scored.get('step')}, but that checkpoint is now step {now} (trained further "
+                f"since?): run `align evaluate {run.path}` again")
+        evaluation = None  # a folder of runs: reported as not evaluated, accuracies only
     return RunRecord(run.path, config, protocol, summary, run.records(), evaluation)
 
 
