@@ -295,3 +295,21 @@ def test_a_relaunch_leaves_out_runs_whose_slurm_job_is_queued_or_running(tmp_pat
     # sacct knows none of the latest jobs (or fails): every run not done is submitted again
     (bin_dir / "sacct.txt").write_text("JobID|State|NodeList\n")
     assert "sweep: 4 submitted" in sweep(out, grid, "--launcher", "slurm", "--time", "90")
+
+
+def test_a_runs_user_error_is_reported_as_its_message_without_a_traceback(tiny_synth, tmp_path):
+    """A run that fails for a reason its user can fix (here a loss that diverged) prints its
+    message, as the CLI does, not a traceback; the sweep's summary still names it."""
+    import io
+
+    from rich.console import Console
+
+    from align.experiments.sweep_launch import Task, execute
+
+    from conftest import tiny_config
+
+    buffer = io.StringIO()
+    config = tiny_config(tiny_synth, tmp_path / "run", steps=4, hparams={"lr": 1e30})
+    outcome = execute(Task("run", config, "[1/1] run"), Console(file=buffer, width=120))
+    assert outcome.status == "failed" and outcome.message.startswith("NonFiniteLoss: step ")
+    assert "error: step " in buffer.getvalue() and "Traceback" not in buffer.getvalue()

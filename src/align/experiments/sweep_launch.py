@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 from rich.console import Console
 
 from ..config import TrainConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from ..registry import Registry
 from .sweep_grid import GridRun
 
@@ -91,7 +91,10 @@ def execute(task: Task, console: Console | None = None) -> Outcome:
         except RunLocked as err:
             return Outcome(task.name, "locked", str(err))
         except Exception as err:  # noqa: BLE001 - reported with the sweep's other outcomes
-            out.print(traceback.format_exc(), markup=False, highlight=False)
+            # A user error (a loss that diverged, a bad image) is its message, as at the CLI's
+            # boundary; anything else is a bug and keeps its traceback.
+            out.print(f"error: {err}" if isinstance(err, UserError) else traceback.format_exc(),
+                      markup=False, highlight=False)
             return Outcome(task.name, "failed", f"{type(err).__name__}: {err}")
     return Outcome(task.name, "trained", seconds=round(time.time() - start, 1))
 
