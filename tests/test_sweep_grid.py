@@ -5,6 +5,7 @@ trains)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,17 @@ def test_cells_can_be_restricted_and_a_restriction_no_protocol_takes_is_refused(
         expand(spec(train_domains=("A",)), tmp_path)
     with pytest.raises(ConfigError, match="unknown test domain\\(s\\) Z"):
         expand(spec(test_domains=("Z",)), tmp_path)
+
+
+def test_a_repeated_algorithm_protocol_or_seed_is_named(tmp_path):
+    """`--algorithms erm erm` was refused as "two runs of the grid got the same directory; the
+    naming must tell every coordinate apart", which names neither the option nor the value."""
+    for key, values, repeated in (("algorithms", ("erm", "erm"), "erm"),
+                                  ("protocols", ("lodo", "in_distribution", "lodo"), "lodo"),
+                                  ("seeds", (0, 1, 0), "0")):
+        with pytest.raises(ConfigError, match=re.escape(f"sweep {key}: {list(values)} repeats "
+                                                        f"{repeated}")):
+            expand(spec(**{key: values}), tmp_path)
 
 
 def test_draw_zero_is_the_base_and_later_draws_resample_only_searched_hparams(tmp_path):

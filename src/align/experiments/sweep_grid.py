@@ -215,8 +215,12 @@ def check_spec(spec: SweepSpec) -> None:
     if not (spec.algorithms and spec.protocols and spec.seeds) or spec.n_hparams < 1:
         raise ConfigError("sweep: the grid is empty (algorithms, protocols, seeds and "
                           "n_hparams >= 1 are needed)")
-    if len(set(spec.seeds)) != len(spec.seeds):
-        raise ConfigError(f"sweep seeds: {list(spec.seeds)} repeats a seed")
+    # A repeated value would make two runs of one directory (or train one run twice).
+    for key in ("algorithms", "protocols", "seeds"):
+        values = list(getattr(spec, key))
+        repeated = [v for i, v in enumerate(values) if v in values[:i]]
+        if repeated:
+            raise ConfigError(f"sweep {key}: {values} repeats {', '.join(map(str, repeated))}")
 
 
 def expand(spec: SweepSpec, root: Path, naming: Callable[[Point], str] = default_name
