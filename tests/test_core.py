@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -165,6 +166,14 @@ def test_protocols():
     assert p.test_keys() == ["A_out", "B_out", "C_out"]
     with pytest.raises(ValueError, match="unknown domain.*Z.*the data has: A, B, C"):
         make_protocol("lodo", doms, ["Z"], [])
+
+
+def test_a_domain_named_twice_is_refused_before_anything_is_written():
+    """`--test-domains B B` trained B once but recorded [B, B] in config.json, so the same
+    run named with `--test-domains B` was refused as "another configuration"."""
+    with pytest.raises(ValueError, match=re.escape(
+            "'test_domains' (--test-domains) names B twice: ['B', 'B']")):
+        make_config(data="d", out="o", test_domains=["B", "B"])
 
 
 def test_protocols_are_registered_with_their_splits_and_roles():

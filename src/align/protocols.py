@@ -66,6 +66,12 @@ class ProtocolSpec:
         if self.named is None:
             return
         names = given[self.named]
+        # A repeat changes nothing in the run but its config.json, which then refuses to resume
+        # under the same domains named once.
+        repeated = [n for i, n in enumerate(names) if n in names[:i]]
+        if repeated:
+            raise ConfigError(f"{self.named!r} ({_flag(self.named)}) names {', '.join(repeated)} "
+                              f"twice: {names}")
         if self.n_named is None and not names:
             raise ConfigError(f"protocol {self.name!r} needs {self.named!r} ({_flag(self.named)})")
         if self.n_named is not None and len(names) != self.n_named:
