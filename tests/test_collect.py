@@ -210,6 +210,26 @@ def test_a_foreign_folder_below_a_sweep_is_unreadable_not_a_crash(tmp_path):
                        "run's: KeyError 'data')"]
 
 
+def test_report_and_collect_never_overwrite_a_users_files_in_out(tmp_path):
+    """`--out` at a folder of the user's with an index.html (results.md) of its own: it was
+    overwritten. Now refused before anything is written; their own earlier output (marked, or
+    from before the marker) is replaced as before."""
+    runs = Path(__file__).parent / "golden" / "runs"
+    sweep = _known_sweep(tmp_path / "sweep")
+    for out, make, name in ((tmp_path / "site", lambda o: make_report([runs], o), "index.html"),
+                            (tmp_path / "notes", lambda o: write_collect(sweep, o), "results.md")):
+        out.mkdir()
+        (out / name).write_text("mine")
+        with pytest.raises(FileExistsError, match=f"--out {out} holds {name}, not written by"):
+            make(out)
+        assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == "mine"
+        (out / name).unlink()
+        make(out)
+        make(out)  # its own output: replaced
+        next(out.glob(".align-*")).unlink()  # as written before the marker: still recognised
+        make(out)
+
+
 def test_collect_cli_writes_every_file_and_prints_what_is_missing(tmp_path):
     root = _known_sweep(tmp_path / "sweep")
     p = protocol_json("lodo", ("B",))

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -152,6 +152,27 @@ def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
             p.unlink()
             removed.append(p)
     return removed
+
+
+def claim_output_folder(out: str | os.PathLike, names: Sequence[str], made_by: str,
+                        earlier: Callable[[Path], bool] = lambda out: False) -> Path:
+    """Make `out` the folder `made_by` (a command) writes `names` into, or refuse before anything
+    is written: `out` is a file, or holds one of `names` that `made_by` did not write (no marker
+    `.align-report` for "align report", say, and `earlier` does not recognise an output of a
+    version before the marker) -- a user's own index.html or results.md is never overwritten.
+    The marker is written first, so an output cut short is still recognised."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder; choose another --out")
+    marker = out / ("." + made_by.replace(" ", "-"))
+    clash = [n for n in names if (out / n).exists()]
+    if clash and not (marker.is_file() or earlier(out)):
+        raise FileExistsError(
+            f"--out {out} holds {', '.join(clash)}, not written by `{made_by}`: they are left "
+            "untouched; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(marker, f"written by {made_by}\n")
+    return out
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:

@@ -27,6 +27,16 @@ from .collect import RunDirError, find_run_dirs, group_settings, load_run_record
 from .paper_tables import build_tables, to_csv, to_latex, to_markdown
 
 TABLE_FILES = ("tables.md", "tables.csv", "tables.tex")
+#: Everything a report writes in its folder (what a user's own files must not be).
+REPORT_FILES = (*TABLE_FILES, "figures", "index.html")
+
+
+def _earlier_report(out: Path) -> bool:
+    """A report written before `io.claim_output_folder`'s marker: align's index.html."""
+    try:
+        return "<title>align report</title>" in (out / "index.html").read_text()[:400]
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _load(paths: Sequence[str | Path]):
@@ -60,6 +70,7 @@ def write_tables(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Pa
 
 
 def _write_tables(sections, out: Path) -> list[Path]:
+    io.claim_output_folder(out, REPORT_FILES, "align report", _earlier_report)
     texts = (to_markdown(sections), to_csv(sections), to_latex(sections))
     for name, text in zip(TABLE_FILES, texts):
         io.write_text(out / name, text)

@@ -311,6 +311,14 @@ def selected_json(sweep: Sweep, sections: list[Section]) -> dict:
     return {"sweep": str(sweep.root), "selected": chosen, "missing": _missing_lines(sweep, sections)}
 
 
+def _earlier_collect(out: Path) -> bool:
+    """Tables written before `io.claim_output_folder`'s marker: align's selected.json."""
+    try:
+        return {"sweep", "selected", "missing"} <= set(io.read_json(out / OUTPUT_FILES[-1]))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def write_collect(sweep_dir: str | Path, out_dir: str | Path,
                   selections: Iterable[str] | None = None) -> tuple[list[Path], list[str]]:
     """Collect `sweep_dir` and write `OUTPUT_FILES` into `out_dir` (atomically, each).
@@ -319,7 +327,7 @@ def write_collect(sweep_dir: str | Path, out_dir: str | Path,
     """
     sweep = read_sweep(sweep_dir)
     sections = collect(sweep, list(selections) if selections else None)
-    out = Path(out_dir)
+    out = io.claim_output_folder(out_dir, OUTPUT_FILES, "align collect", _earlier_collect)
     texts = (to_markdown(sweep, sections), to_csv(sections), to_latex(sections),
              hparams_csv(sweep, sections))
     for name, text in zip(OUTPUT_FILES, texts):
