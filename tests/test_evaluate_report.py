@@ -316,6 +316,17 @@ def test_golden_tables_byte_for_byte(tmp_path):
         assert (tmp_path / name).read_bytes() == (GOLDEN / "report" / name).read_bytes(), name
 
 
+def test_a_run_named_twice_is_counted_once(tmp_path):
+    """A run named as `r` and `/abs/r`, or named and inside a folder also named, was read twice:
+    listed twice, and weighed twice in its seed's means wherever the seed has other runs (the
+    in-domain columns of a leave-one-domain-out sweep)."""
+    named = [*GOLDEN_RUNS, Path(os.path.relpath(GOLDEN_RUNS[0])), GOLDEN / "runs"]
+    index = make_report(named, tmp_path, figures=False)
+    assert index.read_text().count("<td><code>") == len(GOLDEN_RUNS)  # the list of runs
+    for name in TABLE_FILES:
+        assert (tmp_path / name).read_bytes() == (GOLDEN / "report" / name).read_bytes(), name
+
+
 def test_golden_best_marks_follow_each_columns_direction():
     """In the golden CSV, '*' marks exactly the best shown mean of each column, by direction."""
     rows = list(csv.DictReader((GOLDEN / "report" / "tables.csv").open()))

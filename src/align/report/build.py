@@ -45,11 +45,19 @@ def _load(paths: Sequence[str | Path]):
     if not paths:
         raise RunDirError("no run directories given")
     runs, notes = [], []
+    # A run named twice (`r` and `/abs/r`, or a run and a folder holding it) is read once: its
+    # values counted twice would weigh in its seed's means twice.
+    seen: set[Path] = set()
     for path in paths:
         if (path / "config.json").is_file():  # named: finished and evaluated, or an error
-            runs.append(load_run_record(path))
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                runs.append(load_run_record(path))
             continue
         for found in find_run_dirs([path]):
+            if found.resolve() in seen:
+                continue
+            seen.add(found.resolve())
             if not RunFiles(found).is_finished():
                 notes.append(f"{found}: not finished, left out")
                 continue
