@@ -149,6 +149,8 @@ def test_train_out_that_is_a_file_read_only_or_on_a_full_disk_gets_a_message(tin
     a_file.write_text("x")
     res = runner.invoke(app, [*base, "--out", str(a_file), "--config", str(cfg)])
     assert res.exit_code == 2 and "is a file" in res.output and a_file.read_text() == "x"
+    res = runner.invoke(app, [*base, "--out", str(a_file / "run"), "--config", str(cfg)])
+    assert res.exit_code == 2 and f"{a_file} is a file, not a folder" in res.output  # not "denied"
     if os.geteuid() != 0:  # root ignores permission bits
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)

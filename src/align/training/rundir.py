@@ -80,6 +80,8 @@ class RunDir(RunFiles):
         existing = p
         while not existing.exists():  # the nearest folder that exists is where mkdir writes
             existing = existing.parent
+        if not existing.is_dir():  # --out a_file/run: mkdir would fail, and not for permissions
+            raise ValueError(f"--out {p}: {existing} is a file, not a folder; choose another --out")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ValueError(f"cannot write to {existing} (permission denied); choose another --out")
 
