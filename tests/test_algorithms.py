@@ -9,6 +9,7 @@ import torch
 
 from align.algorithms import ALGORITHMS, Batch, build_algorithm
 from align.algorithms.dre import DRE
+from align.errors import ConfigError
 from align.training.loop import NonFiniteLoss, train_step
 
 FAST = {"align": {"warmup_steps": 1, "masker_warmup_steps": 1}}
@@ -57,6 +58,19 @@ def test_align_schedule():
     got = [tuple(algo.phases(s)) for s in range(9)]
     assert got == [("classifier",)] * 3 + [("masker",)] * 2 + [
         ("masker", "classifier"), ("classifier",), ("masker", "classifier"), ("classifier",)]
+
+
+@pytest.mark.parametrize("key,value", [("masker_every", 0), ("masker_every", -2),
+                                       ("warmup_steps", -1), ("masker_warmup_steps", -1)])
+def test_align_schedule_lengths_out_of_range_are_refused_before_training(key, value):
+    """masker_every 0 used to pass every check and raise ZeroDivisionError at the first step
+    after the warm-ups; negative counts passed silently. Refused by the class, as `check_run`
+    asks it before anything is written."""
+    cls = ALGORITHMS.get("align")
+    with pytest.raises(ConfigError, match=f"'{key}' must be >= "):
+        cls.resolve_hparams({key: value})
+    assert cls.resolve_hparams({"masker_every": 1, "warmup_steps": 0,
+                                "masker_warmup_steps": 0})["masker_every"] == 1
 
 
 def test_align_without_guidance_is_dre():

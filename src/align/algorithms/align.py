@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..hparams import HParam
 from ..losses import fill_like, resize_mask, soft_bce, total_variation
 from ..maps import iou
@@ -88,6 +89,20 @@ class ALIGN(DRE):
         self.masker = (Masker(hp["masker_width"], init_bias=hp["masker_init_bias"])
                        if hp["guidance"] == "masker" else None)
         self._guidance_start = self.objective_start(hp)
+
+    @classmethod
+    def resolve_hparams(cls, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The base checks, and the schedule's step counts in their range: `phases` takes
+        `masker_every` modulo (0 raised ZeroDivisionError at the first step after the warm-ups,
+        hours into a run; a negative one alternated silently) and a negative warm-up would move
+        `objective_start` before step 0. Checked here, so the trainer and a sweep refuse such a
+        run before writing anything (`config.check_run`)."""
+        hp = super().resolve_hparams(overrides)
+        for key, low in (("warmup_steps", 0), ("masker_warmup_steps", 0), ("masker_every", 1)):
+            if hp[key] < low:
+                raise ConfigError(f"algorithm {cls.name!r}: hyperparameter {key!r} must be "
+                                  f">= {low}, got {hp[key]!r}")
+        return hp
 
     @classmethod
     def needs_masks(cls, hparams: Mapping[str, Any] | None = None) -> bool:
