@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..hparams import HParam
-from ..losses import fill_like, resize_mask, soft_bce, total_variation
+from ..losses import (fill_like, has_annotation, masked_mean, resize_mask, soft_bce,
+                      total_variation)
 from ..maps import iou
 from ..metrics.substrates import FILLS
 from ..models.masker import Masker
@@ -194,7 +195,15 @@ class ALIGN(DRE):
             target = resize_mask(target, cam.shape[-2:])
         else:
             cam = F.interpolate(cam, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        bce = soft_bce(cam, target, eps=self.hparams["bce_eps"])
+        eps = self.hparams["bce_eps"]
+        if self.hparams["guidance"] == "fixed":
+            # An empty mask from a masks folder carries no annotation (a mask source that found
+            # no object): its sample is left out, as HAICS (the same BCE) and the other
+            # mask-supervised baselines do (docs/baselines.md), not pushed to attend nowhere.
+            per_pixel = soft_bce(cam, target, eps=eps, reduction="none")
+            bce = masked_mean(per_pixel, has_annotation(batch.mask).view(-1, 1, 1, 1))
+        else:
+            bce = soft_bce(cam, target, eps=eps)
         return self.hparams["guide_weight"] * bce, {"guide": bce}
 
     # ------------------------------------------------------------------ evaluation
