@@ -9,6 +9,7 @@ import torch
 
 from align.algorithms import ALGORITHMS, Batch, build_algorithm
 from align.algorithms.dre import DRE
+from align.errors import ConfigError
 from align.training.loop import NonFiniteLoss, train_step
 
 FAST = {"align": {"warmup_steps": 1, "masker_warmup_steps": 1}}
@@ -57,6 +58,36 @@ def test_align_schedule():
     got = [tuple(algo.phases(s)) for s in range(9)]
     assert got == [("classifier",)] * 3 + [("masker",)] * 2 + [
         ("masker", "classifier"), ("classifier",), ("masker", "classifier"), ("classifier",)]
+
+
+@pytest.mark.parametrize("key,value", [("masker_every", 0), ("masker_every", -2),
+                                       ("warmup_steps", -1), ("masker_warmup_steps", -1)])
+def test_align_schedule_lengths_out_of_range_are_refused_before_training(key, value):
+    """masker_every 0 used to pass every check and raise ZeroDivisionError at the first step
+    after the warm-ups; negative counts passed silently. Refused by the class, as `check_run`
+    asks it before anything is written."""
+    cls = ALGORITHMS.get("align")
+    with pytest.raises(ConfigError, match=f"'{key}' must be >= "):
+        cls.resolve_hparams({key: value})
+    assert cls.resolve_hparams({"masker_every": 1, "warmup_steps": 0,
+                                "masker_warmup_steps": 0})["masker_every"] == 1
+
+
+@pytest.mark.parametrize("compare_at", ["cam", "input"])
+def test_align_fixed_guidance_leaves_out_samples_whose_mask_is_empty(compare_at):
+    """An empty mask carries no annotation (as for HAICS, the same BCE): its sample used to be
+    guided towards attending nowhere. Known answer: the BCE of the annotated sample alone."""
+    algo = _build("align", guidance="fixed", compare_at=compare_at)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[0, :, 8:24, 8:24] = 1.0  # sample 1: empty, no annotation
+    batch = Batch(x=torch.zeros(2, 3, 32, 32), y=torch.zeros(2, dtype=torch.long), mask=mask)
+    cam = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    _, terms = algo.guidance(batch, cam, step=0)
+    alone = Batch(x=batch.x[:1], y=batch.y[:1], mask=mask[:1])
+    _, expected = algo.guidance(alone, cam[:1], step=0)
+    torch.testing.assert_close(terms["guide"], expected["guide"])
+    batch.mask.zero_()
+    assert algo.guidance(batch, cam, step=0)[1]["guide"] == 0
 
 
 def test_align_without_guidance_is_dre():

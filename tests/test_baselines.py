@@ -143,6 +143,20 @@ def test_rrr_loss_composition():
     # (without masks the trainer refuses the run: test_train.py)
 
 
+def test_rrr_leaves_out_samples_whose_mask_is_empty():
+    """An empty mask carries no annotation, as for the Grad-CAM baselines: RRR used to read it as
+    'everything irrelevant' and penalise the sample's whole input gradient."""
+    algo = _build("rrr").eval()  # eval: samples do not interact, so subsets compare exactly
+    batch = _batch()
+    batch.mask[1::2] = 0.0  # every other sample: no annotation
+    got = algo.losses("classifier", batch, 0)["rrr"]
+    _, annotated_only = rrr_terms(algo.classifier, batch.x[0::2], 1 - batch.mask[0::2])
+    torch.testing.assert_close(got, annotated_only, rtol=1e-5, atol=0)  # values are ~1e-8
+    assert got > 0
+    batch.mask.zero_()  # no annotation at all: no penalty (the trainer refuses such a dataset)
+    assert algo.losses("classifier", batch, 0)["rrr"] == 0
+
+
 # ---------------------------------------------------------------------------------------- GRADIA
 def test_binomial_blur_is_opencv_gaussian_3x3_with_reflect101_border():
     m = torch.rand(2, 1, 5, 6, dtype=torch.float64)

@@ -214,6 +214,22 @@ def test_an_algorithm_that_needs_masks_is_refused_without_them(tiny_synth, tmp_p
     assert not run.exists()
 
 
+def test_irm_with_one_image_per_domain_is_refused_before_anything_is_written(tiny_synth, tmp_path):
+    """IRM's split-half penalty has an empty odd half with one image per domain: the loss was NaN
+    at step 0, after the run's files were written. Refused up front; two images train."""
+    from align.algorithms import Batch, build_algorithm
+
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="'irm' needs at least 2 images per training domain"):
+        Trainer(tiny_config(tiny_synth, run, algorithm="irm", batch_size=1))
+    assert not run.exists()
+    algo = build_algorithm("irm", backbone="smallcnn", num_classes=4, num_domains=3)
+    terms = algo.losses("classifier", Batch(torch.randn(6, 3, 32, 32), torch.arange(6) % 4,
+                                            n_domains=3), 0)
+    assert torch.isfinite(terms["loss"])
+    Trainer(tiny_config(tiny_synth, run, batch_size=1, steps=4))  # ERM: one image is enough
+
+
 def test_in_distribution_validation_split_is_disjoint_from_train_and_test(tiny_synth, tmp_path):
     t = Trainer(tiny_config(tiny_synth, tmp_path / "r", protocol="in_distribution", test_domains=[]))
     for d, s in t.splits.items():

@@ -239,14 +239,18 @@ def make_config(file: str | Path | None = None, *, preset: str | None = None,
 def check_run(config: TrainConfig) -> int:
     """Every check of a run's configuration that needs neither its data nor a network: the
     config's values (`TrainConfig.validate`), the algorithm's hyperparameters (unknown keys,
-    types, choices), masks for an algorithm that learns from them, and enough steps to pass its
-    warm-up. Raises a ConfigError naming the key; returns the algorithm's `objective_start`.
+    types, choices), enough images per domain for its batch (IRM: 2), masks for an algorithm
+    that learns from them, and enough steps to pass its warm-up. Raises a ConfigError naming the key; returns the algorithm's `objective_start`.
     The trainer runs it first; a sweep runs it on every run of its grid before writing anything."""
     from .algorithms import ALGORITHMS  # the algorithms (and torch) only when a run is checked
 
     config.validate()
     cls = ALGORITHMS.get(config.algorithm)
     cls.resolve_hparams(config.hparams)
+    if config.batch_size < cls.MIN_DOMAIN_BATCH:
+        raise ConfigError(f"algorithm {config.algorithm!r} needs at least {cls.MIN_DOMAIN_BATCH} "
+                          f"images per training domain in a batch, got 'batch_size' "
+                          f"{config.batch_size}")
     if cls.needs_masks(config.hparams) and config.masks is None:
         raise ConfigError(f"algorithm {config.algorithm!r} needs masks: pass --masks DIR")
     start = cls.objective_start(config.hparams)

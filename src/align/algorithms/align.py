@@ -26,8 +26,10 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..hparams import HParam
-from ..losses import fill_like, resize_mask, soft_bce, total_variation
+from ..losses import (fill_like, has_annotation, masked_mean, resize_mask, soft_bce,
+                      total_variation)
 from ..maps import iou
 from ..metrics.substrates import FILLS
 from ..models.masker import Masker
@@ -88,6 +90,20 @@ class ALIGN(DRE):
         self.masker = (Masker(hp["masker_width"], init_bias=hp["masker_init_bias"])
                        if hp["guidance"] == "masker" else None)
         self._guidance_start = self.objective_start(hp)
+
+    @classmethod
+    def resolve_hparams(cls, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The base checks, and the schedule's step counts in their range: `phases` takes
+        `masker_every` modulo (0 raised ZeroDivisionError at the first step after the warm-ups,
+        hours into a run; a negative one alternated silently) and a negative warm-up would move
+        `objective_start` before step 0. Checked here, so the trainer and a sweep refuse such a
+        run before writing anything (`config.check_run`)."""
+        hp = super().resolve_hparams(overrides)
+        for key, low in (("warmup_steps", 0), ("masker_warmup_steps", 0), ("masker_every", 1)):
+            if hp[key] < low:
+                raise ConfigError(f"algorithm {cls.name!r}: hyperparameter {key!r} must be "
+                                  f">= {low}, got {hp[key]!r}")
+        return hp
 
     @classmethod
     def needs_masks(cls, hparams: Mapping[str, Any] | None = None) -> bool:
@@ -179,7 +195,15 @@ class ALIGN(DRE):
             target = resize_mask(target, cam.shape[-2:])
         else:
             cam = F.interpolate(cam, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        bce = soft_bce(cam, target, eps=self.hparams["bce_eps"])
+        eps = self.hparams["bce_eps"]
+        if self.hparams["guidance"] == "fixed":
+            # An empty mask from a masks folder carries no annotation (a mask source that found
+            # no object): its sample is left out, as HAICS (the same BCE) and the other
+            # mask-supervised baselines do (docs/baselines.md), not pushed to attend nowhere.
+            per_pixel = soft_bce(cam, target, eps=eps, reduction="none")
+            bce = masked_mean(per_pixel, has_annotation(batch.mask).view(-1, 1, 1, 1))
+        else:
+            bce = soft_bce(cam, target, eps=eps)
         return self.hparams["guide_weight"] * bce, {"guide": bce}
 
     # ------------------------------------------------------------------ evaluation

@@ -104,6 +104,9 @@ class Algorithm(nn.Module, metaclass=abc.ABCMeta):
     HPARAMS: ClassVar[Mapping[str, HParam]] = {}
     #: Whether the algorithm learns from `batch.mask` (see `needs_masks`).
     NEEDS_MASKS: ClassVar[bool] = False
+    #: The fewest samples per training domain a batch may hold (`batch_size`); `check_run`
+    #: refuses a run with fewer, before anything is written.
+    MIN_DOMAIN_BATCH: ClassVar[int] = 1
     #: The registry name, set by `ALGORITHMS.register`.
     name: ClassVar[str] = ""
 

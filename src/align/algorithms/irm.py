@@ -43,6 +43,9 @@ def irm_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class IRM(Algorithm):
     """Cross-entropy plus the IRMv1 penalty across training domains (DomainBed)."""
 
+    # The split-half penalty needs an even and an odd sample in every domain: with one, the odd
+    # half is empty, its mean NaN, and so the loss at step 0 (DomainBed's too).
+    MIN_DOMAIN_BATCH = 2
     HPARAMS = {
         "irm_lambda": HParam(1e2, "DomainBed", "penalty weight after the anneal",
                              ("log", 1e-1, 1e5)),
