@@ -93,6 +93,45 @@ def test_hparam_choices_are_checked_naming_key_and_value():
         HParam(1.0, "x", search=("grid", [1.0]))
 
 
+def test_hparam_bounds_known_answers_and_declarations():
+    """Bounds in interval notation: open and closed ends, the messages users see, and
+    declarations whose default or sweep range leave their bounds fail when written."""
+    spec = {"a": HParam(0.2, "x", bounds="(0, inf)"), "k": HParam(1, "x", bounds="[1, inf)"),
+            "f": HParam(0.1, "x", bounds="(0, 1)"), "d": HParam(0.0, "x", bounds="[0, 1)")}
+    ok = resolve(spec, {"a": 1e-9, "k": 1, "f": 0.999, "d": 0.0}, "algo")
+    assert ok == {"a": 1e-9, "k": 1, "f": 0.999, "d": 0.0}
+    for key, value, message in (("a", 0.0, "'a' must be > 0, got 0.0"),
+                                ("k", 0, "'k' must be >= 1, got 0"),
+                                ("f", 1.0, r"'f' must lie in \(0, 1\), got 1.0"),
+                                ("f", 0, r"'f' must lie in \(0, 1\), got 0"),
+                                ("d", 1.0, r"'d' must lie in \[0, 1\), got 1.0"),
+                                ("d", -0.5, r"'d' must lie in \[0, 1\), got -0.5")):
+        with pytest.raises(ValueError, match=f"algo: hyperparameter {message}"):
+            resolve(spec, {key: value}, "algo")
+    with pytest.raises(ValueError, match=r"outside bounds \(0, inf\)"):
+        HParam(0.0, "x", bounds="(0, inf)")
+    with pytest.raises(ValueError, match=r"\[0.0, 1.0\] outside bounds"):
+        HParam(0.5, "x", search=("uniform", 0.0, 1.0), bounds="(0, 1)")
+    with pytest.raises(ValueError, match="not an interval"):
+        HParam(0.5, "x", bounds="0..1")
+
+
+@pytest.mark.parametrize("algorithm, key, value", [
+    ("align", "masker_every", 0),  # ZeroDivisionError at the first step after the warm-ups
+    ("align", "bce_eps", 0.0),
+    ("align", "masker_lr", 0.0),
+    ("dre", "mix_alpha", 0.0),  # Beta(0, 0) raised at step 0, after the run's files were written
+    ("mixup", "mixup_alpha", 0.0),
+    ("sgt", "mask_fraction", 1.0),  # was checked only when the network was built (not by sweeps)
+    ("erm", "dropout", 1.0),
+])
+def test_hyperparameters_that_would_fail_in_training_are_refused_by_their_class(
+        algorithm, key, value):
+    from align.algorithms import ALGORITHMS
+    with pytest.raises(ValueError, match=f"algorithm '{algorithm}': hyperparameter '{key}' must"):
+        ALGORITHMS.get(algorithm).resolve_hparams({key: value})
+
+
 def test_every_declared_choice_is_enforced():
     """Every algorithm's hyperparameters with choices refuse another value, before any network
     is built (ALIGN's `fill` used to be checked by filling a dummy tensor)."""

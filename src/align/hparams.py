@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -34,6 +35,9 @@ class HParam:
         search: optional sweep range: ("log", lo, hi), ("uniform", lo, hi) or ("choice", [values]).
         choices: the only values allowed (checked by `resolve`), or None for any value of the
             default's type.
+        bounds: the interval a number must lie in, in interval notation ("(0, inf)", "[1, inf)",
+            "(0, 1)"), checked by `resolve` before anything is written; a value outside it would
+            fail hours into a run (Beta(0, 0), a modulo by zero) or silently mean nothing.
     """
 
     default: Any
@@ -41,6 +45,7 @@ class HParam:
     help: str = ""
     search: tuple | None = None
     choices: tuple | None = None
+    bounds: str | None = None
 
     def __post_init__(self) -> None:
         # A malformed declaration fails at import, not in the middle of a sweep.
@@ -52,6 +57,13 @@ class HParam:
             bad = [v for v in allowed if v not in self.choices]
             if bad:
                 raise ValueError(f"default or search value(s) {bad} not among choices {self.choices}")
+        if self.bounds is not None:
+            interval = _parse_bounds(self.bounds)
+            ends = [] if self.search is None else (
+                list(self.search[1]) if self.search[0] == "choice" else list(self.search[1:]))
+            bad = [v for v in (self.default, *ends) if not _within(v, interval)]
+            if bad:
+                raise ValueError(f"default or search value(s) {bad} outside bounds {self.bounds}")
 
     def sample(self, rng: random.Random) -> Any:
         """One draw from `search` (the default when there is none)."""
@@ -65,6 +77,32 @@ class HParam:
         return rng.choice(list(args[0]))
 
 
+_BOUNDS = re.compile(r"^([\[(])\s*(\S+?)\s*,\s*(\S+?)\s*([\])])$")
+
+
+def _parse_bounds(text: str) -> tuple[float, bool, float, bool]:
+    """ "(0, inf)" -> (low, low included, high, high included)."""
+    match = _BOUNDS.match(text)
+    if match is None:
+        raise ValueError(f"bounds {text!r} are not an interval like '(0, inf)' or '[1, 10]'")
+    left, low, high, right = match.groups()
+    return float(low), left == "[", float(high), right == "]"
+
+
+def _within(value: Any, interval: tuple[float, bool, float, bool]) -> bool:
+    low, low_in, high, high_in = interval
+    return ((value > low or (low_in and value == low))
+            and (value < high or (high_in and value == high)))
+
+
+def _bounds_message(bounds: str) -> str:
+    """ "(0, inf)" -> "be > 0", "[1, inf)" -> "be >= 1", anything else -> "lie in (0, 1)"."""
+    low, low_in, high, _ = _parse_bounds(bounds)
+    if math.isinf(high):
+        return f"be {'>=' if low_in else '>'} {low:g}"
+    return f"lie in {bounds}"
+
+
 def _coerce(name: str, default: Any, value: Any, owner: str) -> Any:
     """Check a user value against the default's type; ints are accepted where floats are."""
     if default is None or value is None:
@@ -76,12 +114,6 @@ def _coerce(name: str, default: Any, value: Any, owner: str) -> Any:
     if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise ConfigError(f"{owner}: hyperparameter {name!r} must be finite, got {value!r}")
-        # Learning rates must be positive and decays non-negative (an optimiser would only
-        # complain at its first step, after the run's files were written).
-        if (name == "lr" or name.endswith("_lr")) and value <= 0:
-            raise ConfigError(f"{owner}: hyperparameter {name!r} must be > 0, got {value!r}")
-        if name.endswith("weight_decay") and value < 0:
-            raise ConfigError(f"{owner}: hyperparameter {name!r} must be >= 0, got {value!r}")
         return float(value)
     if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -109,10 +141,13 @@ def resolve(
     out = {k: h.default for k, h in spec.items()}
     for k, v in overrides.items():
         out[k] = _coerce(k, spec[k].default, v, owner)
-        choices = spec[k].choices
+        choices, bounds = spec[k].choices, spec[k].bounds
         if choices is not None and out[k] not in choices:
             raise ConfigError(f"{owner}: hyperparameter {k} {v!r} is not one of: "
                               f"{', '.join(map(str, choices))}")
+        if bounds is not None and out[k] is not None and not _within(out[k], _parse_bounds(bounds)):
+            raise ConfigError(f"{owner}: hyperparameter {k!r} must {_bounds_message(bounds)}, "
+                              f"got {v!r}")
     return out
 
 

@@ -26,7 +26,6 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
 from ..hparams import HParam
 from ..losses import (fill_like, has_annotation, masked_mean, resize_mask, soft_bce,
                       total_variation)
@@ -64,18 +63,21 @@ class ALIGN(DRE):
         "warmup_steps": HParam(2500, "our choice (paper: a long classifier warm-up, '200 epochs'; "
                                "50% of DRE's 5,000 steps)",
                                "classifier-only steps on CE + L_reg before the masker; the masker "
-                               "learns from the classifier's confidence, so it must be decent"),
+                               "learns from the classifier's confidence, so it must be decent",
+                               bounds="[0, inf)"),
         "masker_warmup_steps": HParam(500, "our choice (10% of DRE's 5,000 steps)",
                                       "masker-only steps after the warm-up; guidance starts after "
-                                      "them and selection ignores earlier checkpoints"),
+                                      "them and selection ignores earlier checkpoints",
+                                      bounds="[0, inf)"),
         "bce_eps": HParam(1e-3, "our choice (1e-6 stalled CE on the synthetic benchmark: "
                           "docs/align.md)",
                           "Grad-CAM squashed affinely into [eps, 1-eps] inside the BCE; bounds "
-                          "its gradient by 1/eps without zeroing it"),
+                          "its gradient by 1/eps without zeroing it", bounds="(0, 0.5)"),
         "masker_every": HParam(1, "our choice (paper: alternation, phase lengths unknown)",
-                               "after the warm-ups, update the masker every N iterations"),
+                               "after the warm-ups, update the masker every N iterations",
+                               bounds="[1, inf)"),
         "masker_lr": HParam(1e-2, "our choice (measured: masker-only convergence, docs/align.md)",
-                            "Adam learning rate of the masker"),
+                            "Adam learning rate of the masker", bounds="(0, inf)"),
         "masker_init_bias": HParam(-2.0, "our choice (measured: masker-only convergence, "
                                    "docs/align.md)",
                                    "initial bias of the masker's output logit (-2: mask ~0.12)"),
@@ -90,20 +92,6 @@ class ALIGN(DRE):
         self.masker = (Masker(hp["masker_width"], init_bias=hp["masker_init_bias"])
                        if hp["guidance"] == "masker" else None)
         self._guidance_start = self.objective_start(hp)
-
-    @classmethod
-    def resolve_hparams(cls, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-        """The base checks, and the schedule's step counts in their range: `phases` takes
-        `masker_every` modulo (0 raised ZeroDivisionError at the first step after the warm-ups,
-        hours into a run; a negative one alternated silently) and a negative warm-up would move
-        `objective_start` before step 0. Checked here, so the trainer and a sweep refuse such a
-        run before writing anything (`config.check_run`)."""
-        hp = super().resolve_hparams(overrides)
-        for key, low in (("warmup_steps", 0), ("masker_warmup_steps", 0), ("masker_every", 1)):
-            if hp[key] < low:
-                raise ConfigError(f"algorithm {cls.name!r}: hyperparameter {key!r} must be "
-                                  f">= {low}, got {hp[key]!r}")
-        return hp
 
     @classmethod
     def needs_masks(cls, hparams: Mapping[str, Any] | None = None) -> bool:

@@ -60,9 +60,12 @@ class Batch:
 
 # Loop-level hyperparameters shared by every algorithm (DomainBed defaults unless stated).
 COMMON_HPARAMS: dict[str, HParam] = {
-    "lr": HParam(5e-5, "DomainBed ERM (Adam)", "learning rate of the classifier", ("log", 1e-5, 1e-3)),
-    "weight_decay": HParam(0.0, "DomainBed", "Adam weight decay", ("log", 1e-6, 1e-2)),
-    "dropout": HParam(0.0, "DomainBed resnet_dropout", "dropout before the linear head"),
+    "lr": HParam(5e-5, "DomainBed ERM (Adam)", "learning rate of the classifier", ("log", 1e-5, 1e-3),
+                 bounds="(0, inf)"),
+    "weight_decay": HParam(0.0, "DomainBed", "Adam weight decay", ("log", 1e-6, 1e-2),
+                           bounds="[0, inf)"),
+    "dropout": HParam(0.0, "DomainBed resnet_dropout", "dropout before the linear head",
+                      bounds="[0, 1)"),
 }
 
 

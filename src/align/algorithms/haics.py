@@ -42,7 +42,8 @@ class HAICS(MaskGuided):
     HPARAMS = {
         **MaskGuided.HPARAMS,
         "bce_eps": HParam(1e-3, "our choice (as ALIGN's bce_eps)",
-                          "BCE's Grad-CAM prediction squashed into [eps, 1-eps] (affine, see losses.soft_bce)"),
+                          "BCE's Grad-CAM prediction squashed into [eps, 1-eps] (affine, see losses.soft_bce)",
+                          bounds="(0, 0.5)"),
     }
 
     def explanation(self, cam: torch.Tensor, mask: torch.Tensor

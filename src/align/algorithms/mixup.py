@@ -43,7 +43,7 @@ class Mixup(Algorithm):
 
     HPARAMS = {
         "mixup_alpha": HParam(0.2, "DomainBed", "lam ~ Beta(alpha, alpha), one lam per pair",
-                              ("log", 0.1, 10.0)),
+                              ("log", 0.1, 10.0), bounds="(0, inf)"),
     }
 
     def losses(self, phase: str, batch: Batch, step: int) -> dict[str, torch.Tensor]:

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from ..hparams import HParam
 from .base import ALGORITHMS, Algorithm, Batch, frozen
 
@@ -79,7 +78,7 @@ class SGT(Algorithm):
     HPARAMS = {
         "mask_fraction": HParam(0.1, "SGT code (--featuresDroped default, MNIST/CIFAR/BIRD)",
                                 "fraction of pixels masked per image",
-                                ("choice", [0.1, 0.2, 0.3, 0.5])),
+                                ("choice", [0.1, 0.2, 0.3, 0.5]), bounds="(0, 1)"),
         "kl_weight": HParam(1.0, "SGT code (CE + KL, unweighted)", "weight of the KL term",
                             ("log", 0.1, 10.0)),
         "saliency_abs": HParam(True, "SGT paper (lowest |saliency|); SGT code default: signed",
@@ -88,12 +87,6 @@ class SGT(Algorithm):
                        "masked pixels get uniform noise in the channel's range | the channel mean",
                        choices=FILLS),
     }
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not 0 < self.hparams["mask_fraction"] < 1:
-            raise ConfigError(f"algorithm 'sgt': hyperparameter 'mask_fraction' must lie in "
-                              f"(0, 1), got {self.hparams['mask_fraction']}")
 
     def masked_input(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x~ [B, C, H, W] detached, the boolean mask of replaced pixels [B, 1, H, W])."""
