@@ -327,6 +327,32 @@ def test_a_run_named_twice_is_counted_once(tmp_path):
         assert (tmp_path / name).read_bytes() == (GOLDEN / "report" / name).read_bytes(), name
 
 
+def _golden_with_domain(tmp_path: Path, name: str) -> list[Path]:
+    """The golden runs copied with their training domain "photo" renamed `name` (in every JSON
+    file; the examples are of "texture", so examples.npz and its checksum stay valid)."""
+    runs = []
+    for run in GOLDEN_RUNS:
+        copy = tmp_path / "runs" / run.relative_to(GOLDEN / "runs")
+        shutil.copytree(run, copy)
+        for f in [*copy.glob("*.json"), copy / "results.jsonl"]:
+            f.write_text(f.read_text().replace("photo", json.dumps(name)[1:-1]))
+        runs.append(copy)
+    return runs
+
+
+def test_domain_names_are_shown_as_named(tmp_path):
+    """A domain is a folder name: TerraIncognita's 'location_38' was shown and written to the CSV
+    as 'location 38' (the metrics' display rule), so the CSV no longer matched the domain."""
+    write_tables(_golden_with_domain(tmp_path, "location_38"), tmp_path / "report")
+    rows = list(csv.DictReader((tmp_path / "report" / "tables.csv").open()))
+    in_domain = {r["column"] for r in rows if r["table"] == "accuracy_in_domain"}
+    assert in_domain == {"location_38", "noisy", "sketch", "avg"}
+    assert {r["column"] for r in rows if r["table"] == "iou_in_domain"} == in_domain
+    assert "| location_38 ↑ |" in (tmp_path / "report" / "tables.md").read_text()
+    assert "& location\\_38 $\\uparrow$ &" in (tmp_path / "report" / "tables.tex").read_text()
+    assert "insertion AUC" in {r["column"] for r in rows}  # metric columns keep their names
+
+
 def test_golden_best_marks_follow_each_columns_direction():
     """In the golden CSV, '*' marks exactly the best shown mean of each column, by direction."""
     rows = list(csv.DictReader((GOLDEN / "report" / "tables.csv").open()))
