@@ -500,6 +500,22 @@ def test_report_of_golden_runs_has_every_figure_and_links_only_existing_files(tm
     assert list(figs.glob("curves-*.pdf")) and list(figs.glob("examples-*.pdf"))
 
 
+def test_figure_links_survive_odd_domain_names(tmp_path):
+    """Figure files are named after the domains: a '#' began a URL fragment and a '%' a bad
+    escape, so index.html showed no figure. A browser's reading of every link names a file."""
+    from html import unescape
+    from urllib.parse import unquote, urlsplit
+
+    runs = _golden_with_domain(tmp_path, 'cam #1 50% <a&b> "q"?')
+    index = make_report(runs, tmp_path / "report")
+    refs = _local_refs(index)
+    assert len([r for r in refs if r.startswith("figures/")]) >= 6
+    for ref in refs:
+        url = urlsplit(unescape(ref))
+        assert not (url.scheme or url.query or url.fragment), ref
+        assert (index.parent / unquote(url.path)).is_file(), ref
+
+
 def test_examples_figure_is_drawn_from_the_saved_examples_only(tmp_path, monkeypatch):
     """The report loads no network: with the model loader broken it still draws the examples,
     one row per saved image (or `n_examples`), the same images for every method."""
