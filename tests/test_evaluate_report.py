@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import torch
@@ -327,15 +328,20 @@ def test_a_run_named_twice_is_counted_once(tmp_path):
         assert (tmp_path / name).read_bytes() == (GOLDEN / "report" / name).read_bytes(), name
 
 
-def _golden_with_domain(tmp_path: Path, name: str) -> list[Path]:
-    """The golden runs copied with their training domain "photo" renamed `name` (in every JSON
-    file; the examples are of "texture", so examples.npz and its checksum stay valid)."""
+def _golden_with_domain(tmp_path: Path, name: str, *others: str) -> list[Path]:
+    """The golden runs copied with their training domain "photo" renamed `name` (and "sketch",
+    "noisy" renamed `others`) in every JSON file; the examples are of "texture", so examples.npz
+    and its checksum stay valid."""
+    renames = dict(zip(("photo", "sketch", "noisy"), (name, *others)))
     runs = []
     for run in GOLDEN_RUNS:
         copy = tmp_path / "runs" / run.relative_to(GOLDEN / "runs")
         shutil.copytree(run, copy)
         for f in [*copy.glob("*.json"), copy / "results.jsonl"]:
-            f.write_text(f.read_text().replace("photo", json.dumps(name)[1:-1]))
+            text = f.read_text()
+            for old, new in renames.items():
+                text = text.replace(old, json.dumps(new)[1:-1])
+            f.write_text(text)
         runs.append(copy)
     return runs
 
@@ -514,6 +520,21 @@ def test_figure_links_survive_odd_domain_names(tmp_path):
         url = urlsplit(unescape(ref))
         assert not (url.scheme or url.query or url.fragment), ref
         assert (index.parent / unquote(url.path)).is_file(), ref
+
+
+def test_figures_of_settings_with_long_domain_names_are_written(tmp_path):
+    """A figure is named after every domain of its setting: three domain names of 70 characters
+    made a name over the file system's 255 bytes, and `align report` failed ('File name too
+    long'). Long names are cut and given a hash of the whole, so two settings stay apart."""
+    long = [f"camera_trap_site_{i}_é_with_a_rather_long_descriptive_name_of_the_place"
+            for i in range(3)]
+    index = make_report(_golden_with_domain(tmp_path, *long), tmp_path / "report")
+    figs = list((tmp_path / "report" / "figures").iterdir())
+    assert len(figs) == 8 and all(len(p.name.encode()) <= 200 for p in figs)
+    refs = _local_refs(index)
+    assert all(f"figures/{quote(p.name)}" in refs for p in figs)
+    assert figures.file_stem("a" * 300) != figures.file_stem("a" * 299 + "b")
+    assert figures.file_stem("curves-lodo-a-b") == "curves-lodo-a-b"
 
 
 def test_examples_figure_is_drawn_from_the_saved_examples_only(tmp_path, monkeypatch):

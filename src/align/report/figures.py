@@ -15,6 +15,7 @@ Every function returns `(figure or None, notes)`; a note says what was left out 
 
 from __future__ import annotations
 
+import hashlib
 import io as _io
 import math
 from dataclasses import dataclass
@@ -42,8 +43,23 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+#: Longest file stem in bytes: a stem names every domain of its setting, and file systems refuse
+#: names over 255 bytes (the atomic write's temporary name adds about 20).
+MAX_STEM_BYTES = 160
+
+
+def file_stem(stem: str) -> str:
+    """`stem`, or when it is too long its first bytes and a hash of the whole (still unique)."""
+    raw = stem.encode()
+    if len(raw) <= MAX_STEM_BYTES:
+        return stem
+    head = raw[:MAX_STEM_BYTES - 9].decode(errors="ignore")  # never half a UTF-8 character
+    return f"{head}-{hashlib.sha256(raw).hexdigest()[:8]}"
+
+
 def save(fig, out_dir: Path, stem: str, caption: str) -> FigureFile:
-    """Write `figures/<stem>.png` and `.pdf` under out_dir, each atomically."""
+    """Write `figures/<stem>.png` and `.pdf` under out_dir, each atomically (`file_stem`)."""
+    stem = file_stem(stem)
     names = {}
     for fmt, dpi in (("png", 110), ("pdf", None)):
         buf = _io.BytesIO()
