@@ -359,6 +359,26 @@ def test_domain_names_are_shown_as_named(tmp_path):
     assert "insertion AUC" in {r["column"] for r in rows}  # metric columns keep their names
 
 
+def test_terminal_tables_show_domain_names_with_brackets(tmp_path):
+    """rich reads "[night]" as markup: the tables `align train` and `align evaluate` print showed
+    a domain 'site[night]' as 'site', and a run directory 'runs/[b]x' as 'runs/x'."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from align.ui import evaluation_table, print_summary
+
+    run = RunFiles(_golden_with_domain(tmp_path, "site[night]")[0])
+    assert run.config()["algorithm"] == "align"  # has a masker: its IoU table is printed too
+    console = Console(file=StringIO(), width=300)
+    console.print(evaluation_table(run.evaluation(), "runs/[b]x"))
+    print_summary(console, {"align": (run.summary(), run.protocol())})
+    out = console.file.getvalue()
+    assert "runs/[b]x (step" in out and "site[night]_out" in out
+    assert out.count("│ site[night]") >= 2  # the accuracy and masker IoU tables' rows
+    assert "│ site " not in out
+
+
 def test_golden_best_marks_follow_each_columns_direction():
     """In the golden CSV, '*' marks exactly the best shown mean of each column, by direction."""
     rows = list(csv.DictReader((GOLDEN / "report" / "tables.csv").open()))
