@@ -290,6 +290,19 @@ def test_named_evaluation_against_the_cue_masks(runs, tiny_synth, tmp_path):
         evaluate_run(run, EvalConfig(name="../x"))
 
 
+def test_evaluate_on_a_device_this_machine_lacks_is_a_config_error(tmp_path, monkeypatch):
+    """`align evaluate RUN --device cuda` without CUDA ended in torch's traceback ("Found no
+    NVIDIA driver"); `align train` refuses the same device with a message. It is refused
+    before the checkpoint is read (the golden run has none)."""
+    from align.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = tmp_path / "erm"
+    shutil.copytree(GOLDEN_RUNS[0], run)
+    with pytest.raises(ConfigError, match="device 'cuda:1' requested but CUDA is not available"):
+        evaluate_run(run, EvalConfig(device="cuda:1"))
+
+
 def test_evaluate_errors_name_the_problem(runs, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         evaluate_run(tmp_path / "nowhere")
