@@ -570,6 +570,20 @@ def test_figures_of_settings_with_long_domain_names_are_written(tmp_path):
     assert figures.file_stem("curves-lodo-a-b") == "curves-lodo-a-b"
 
 
+def test_figure_text_with_dollar_signs_is_text_not_mathtext(tmp_path, monkeypatch):
+    """Matplotlib reads text between two "$" as mathtext: domains 'US$1 \\night' and 'US$2' in a
+    figure's title made `align report` fail (unknown symbol \\night); a single pair only mangled
+    the name. Every user name (domain, class, method, run) is drawn as written."""
+    from matplotlib.text import Text
+
+    drawn = []
+    real = Text.set_text
+    monkeypatch.setattr(Text, "set_text", lambda self, s: drawn.append(str(s)) or real(self, s))
+    make_report(_golden_with_domain(tmp_path, "US$1 \\night", "US$2"), tmp_path / "report")
+    titles = [t for t in drawn if "US" in t]
+    assert titles and all(t.count("\\$") == t.count("$") for t in titles), titles
+
+
 def test_examples_figure_is_drawn_from_the_saved_examples_only(tmp_path, monkeypatch):
     """The report loads no network: with the model loader broken it still draws the examples,
     one row per saved image (or `n_examples`), the same images for every method."""
