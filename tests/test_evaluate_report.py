@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import torch
@@ -289,6 +290,19 @@ def test_named_evaluation_against_the_cue_masks(runs, tiny_synth, tmp_path):
         evaluate_run(run, EvalConfig(name="../x"))
 
 
+def test_evaluate_on_a_device_this_machine_lacks_is_a_config_error(tmp_path, monkeypatch):
+    """`align evaluate RUN --device cuda` without CUDA ended in torch's traceback ("Found no
+    NVIDIA driver"); `align train` refuses the same device with a message. It is refused
+    before the checkpoint is read (the golden run has none)."""
+    from align.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = tmp_path / "erm"
+    shutil.copytree(GOLDEN_RUNS[0], run)
+    with pytest.raises(ConfigError, match="device 'cuda:1' requested but CUDA is not available"):
+        evaluate_run(run, EvalConfig(device="cuda:1"))
+
+
 def test_evaluate_errors_name_the_problem(runs, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         evaluate_run(tmp_path / "nowhere")
@@ -325,6 +339,57 @@ def test_a_run_named_twice_is_counted_once(tmp_path):
     assert index.read_text().count("<td><code>") == len(GOLDEN_RUNS)  # the list of runs
     for name in TABLE_FILES:
         assert (tmp_path / name).read_bytes() == (GOLDEN / "report" / name).read_bytes(), name
+
+
+def _golden_with_domain(tmp_path: Path, name: str, *others: str) -> list[Path]:
+    """The golden runs copied with their training domain "photo" renamed `name` (and "sketch",
+    "noisy" renamed `others`) in every JSON file; the examples are of "texture", so examples.npz
+    and its checksum stay valid."""
+    renames = dict(zip(("photo", "sketch", "noisy"), (name, *others)))
+    runs = []
+    for run in GOLDEN_RUNS:
+        copy = tmp_path / "runs" / run.relative_to(GOLDEN / "runs")
+        shutil.copytree(run, copy)
+        for f in [*copy.glob("*.json"), copy / "results.jsonl"]:
+            text = f.read_text()
+            for old, new in renames.items():
+                text = text.replace(old, json.dumps(new)[1:-1])
+            f.write_text(text)
+        runs.append(copy)
+    return runs
+
+
+def test_domain_names_are_shown_as_named(tmp_path):
+    """A domain is a folder name: TerraIncognita's 'location_38' was shown and written to the CSV
+    as 'location 38' (the metrics' display rule), so the CSV no longer matched the domain."""
+    write_tables(_golden_with_domain(tmp_path, "location_38"), tmp_path / "report")
+    rows = list(csv.DictReader((tmp_path / "report" / "tables.csv").open()))
+    in_domain = {r["column"] for r in rows if r["table"] == "accuracy_in_domain"}
+    assert in_domain == {"location_38", "noisy", "sketch", "avg"}
+    assert {r["column"] for r in rows if r["table"] == "iou_in_domain"} == in_domain
+    assert "| location_38 ↑ |" in (tmp_path / "report" / "tables.md").read_text()
+    assert "& location\\_38 $\\uparrow$ &" in (tmp_path / "report" / "tables.tex").read_text()
+    assert "insertion AUC" in {r["column"] for r in rows}  # metric columns keep their names
+
+
+def test_terminal_tables_show_domain_names_with_brackets(tmp_path):
+    """rich reads "[night]" as markup: the tables `align train` and `align evaluate` print showed
+    a domain 'site[night]' as 'site', and a run directory 'runs/[b]x' as 'runs/x'."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from align.ui import evaluation_table, print_summary
+
+    run = RunFiles(_golden_with_domain(tmp_path, "site[night]")[0])
+    assert run.config()["algorithm"] == "align"  # has a masker: its IoU table is printed too
+    console = Console(file=StringIO(), width=300)
+    console.print(evaluation_table(run.evaluation(), "runs/[b]x"))
+    print_summary(console, {"align": (run.summary(), run.protocol())})
+    out = console.file.getvalue()
+    assert "runs/[b]x (step" in out and "site[night]_out" in out
+    assert out.count("│ site[night]") >= 2  # the accuracy and masker IoU tables' rows
+    assert "│ site " not in out
 
 
 def test_golden_best_marks_follow_each_columns_direction():
@@ -472,6 +537,51 @@ def test_report_of_golden_runs_has_every_figure_and_links_only_existing_files(tm
     figs = tmp_path / "report" / "figures"
     assert {p.stem.split("-")[0] for p in figs.glob("*.png")} == {"examples", "curves", "training"}
     assert list(figs.glob("curves-*.pdf")) and list(figs.glob("examples-*.pdf"))
+
+
+def test_figure_links_survive_odd_domain_names(tmp_path):
+    """Figure files are named after the domains: a '#' began a URL fragment and a '%' a bad
+    escape, so index.html showed no figure. A browser's reading of every link names a file."""
+    from html import unescape
+    from urllib.parse import unquote, urlsplit
+
+    runs = _golden_with_domain(tmp_path, 'cam #1 50% <a&b> "q"?')
+    index = make_report(runs, tmp_path / "report")
+    refs = _local_refs(index)
+    assert len([r for r in refs if r.startswith("figures/")]) >= 6
+    for ref in refs:
+        url = urlsplit(unescape(ref))
+        assert not (url.scheme or url.query or url.fragment), ref
+        assert (index.parent / unquote(url.path)).is_file(), ref
+
+
+def test_figures_of_settings_with_long_domain_names_are_written(tmp_path):
+    """A figure is named after every domain of its setting: three domain names of 70 characters
+    made a name over the file system's 255 bytes, and `align report` failed ('File name too
+    long'). Long names are cut and given a hash of the whole, so two settings stay apart."""
+    long = [f"camera_trap_site_{i}_é_with_a_rather_long_descriptive_name_of_the_place"
+            for i in range(3)]
+    index = make_report(_golden_with_domain(tmp_path, *long), tmp_path / "report")
+    figs = list((tmp_path / "report" / "figures").iterdir())
+    assert len(figs) == 8 and all(len(p.name.encode()) <= 200 for p in figs)
+    refs = _local_refs(index)
+    assert all(f"figures/{quote(p.name)}" in refs for p in figs)
+    assert figures.file_stem("a" * 300) != figures.file_stem("a" * 299 + "b")
+    assert figures.file_stem("curves-lodo-a-b") == "curves-lodo-a-b"
+
+
+def test_figure_text_with_dollar_signs_is_text_not_mathtext(tmp_path, monkeypatch):
+    """Matplotlib reads text between two "$" as mathtext: domains 'US$1 \\night' and 'US$2' in a
+    figure's title made `align report` fail (unknown symbol \\night); a single pair only mangled
+    the name. Every user name (domain, class, method, run) is drawn as written."""
+    from matplotlib.text import Text
+
+    drawn = []
+    real = Text.set_text
+    monkeypatch.setattr(Text, "set_text", lambda self, s: drawn.append(str(s)) or real(self, s))
+    make_report(_golden_with_domain(tmp_path, "US$1 \\night", "US$2"), tmp_path / "report")
+    titles = [t for t in drawn if "US" in t]
+    assert titles and all(t.count("\\$") == t.count("$") for t in titles), titles
 
 
 def test_examples_figure_is_drawn_from_the_saved_examples_only(tmp_path, monkeypatch):

@@ -199,6 +199,9 @@ def test_the_run_device_falls_back_to_the_cpu_without_cuda(monkeypatch):
     assert run_device("cuda") == run_device("cuda:1") == run_device("auto") == torch.device("cpu")
     with pytest.raises(ConfigError, match="CUDA is not available"):
         resolve_device("cuda")
+    # A mistyped device was torch's RuntimeError, a traceback from `align train`/`evaluate`.
+    with pytest.raises(ConfigError, match="unknown device 'tpu'; expected auto, cpu, cuda"):
+        resolve_device("tpu")
 
 
 def test_loaders_pin_memory_for_cuda_only_and_prefetch_with_workers(tiny_synth, tmp_path):

@@ -71,7 +71,7 @@ from .evaluation_presets import EvalConfig, build_metrics, json_metric_params, r
 from .evaluation_scores import ORDER_SEED, ProgressFn, score_splits
 from .rundir import (EVALUATION_FILE, EVALUATION_FORMAT, EVALUATION_VERSION, PARTIAL_FILE,
                      RunFiles, evaluation_files)
-from .training.device import run_device
+from .training.device import resolve_device, run_device
 
 __all__ = ["EVALUATION_FILE", "PARTIAL_FILE", "EvalConfig", "evaluate_run", "evaluation_files",
            "rebuild_folder"]
@@ -108,6 +108,8 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig = EvalConfig(), *,
     cfg, protocol = files.config(), files.protocol()
     if config.device is None:
         config = dataclasses.replace(config, device=str(run_device(cfg.get("device", "cpu"))))
+    else:  # asked for: a GPU this machine lacks is an error that says so (not torch's traceback)
+        resolve_device(config.device)
     run = load_run(files.path, checkpoint=config.checkpoint, device=config.device)
     folder = rebuild_folder(files, cfg, config.data, config.masks)
     metrics = _metric_names(config.metrics, METRICS, has_masks=folder.masks_root is not None)

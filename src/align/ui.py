@@ -1,4 +1,8 @@
-"""Terminal output shared by the commands: progress bars and result tables."""
+"""Terminal output shared by the commands: progress bars and result tables.
+
+Names from the user's data and paths (domains, splits, run directories) go through rich's
+`escape`: rich reads "[...]" as markup, and a domain 'site[night]' was shown as 'site'.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -30,7 +35,7 @@ def progress_bar(total: int, label: str, console: Console | None = None) -> Iter
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False,
     )
-    task = bar.add_task(label, total=total, info="")
+    task = bar.add_task(escape(label), total=total, info="")
     state = {"info": ""}
 
     def on_step(step: int, terms: dict) -> None:
@@ -65,10 +70,10 @@ def eval_progress_bar(label: str, console: Console | None = None) -> Iterator:
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False,
     )
-    task = bar.add_task(label, total=None, info="")
+    task = bar.add_task(escape(label), total=None, info="")
 
     def update(split: str, done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total, info=split)
+        bar.update(task, completed=done, total=total, info=escape(split))
 
     with bar:
         yield update
@@ -79,10 +84,10 @@ def evaluation_table(record: dict, title: str, preset: str | None = None) -> Tab
     per score: accuracy, the metrics, then the algorithm's extras."""
     splits, cfg = record["splits"], record["config"]
     title = f"{title} (step {cfg['step']}, {cfg['explainer']}, {cfg['substrate']})"
-    table = Table(title=title if preset is None else f"{title}, preset {preset}")
+    table = Table(title=escape(title if preset is None else f"{title}, preset {preset}"))
     table.add_column("")
     for key, s in splits.items():
-        table.add_column(f"{key}\n{s['role']}, n={s['n']}", justify="right")
+        table.add_column(f"{escape(key)}\n{s['role']}, n={s['n']}", justify="right")
     rows = {"accuracy": [s["accuracy"] for s in splits.values()]}
     for name in cfg["metrics"]:
         rows[name] = [s["metrics"][name]["mean"] for s in splits.values()]

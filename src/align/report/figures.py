@@ -15,6 +15,7 @@ Every function returns `(figure or None, notes)`; a note says what was left out 
 
 from __future__ import annotations
 
+import hashlib
 import io as _io
 import math
 from dataclasses import dataclass
@@ -36,14 +37,36 @@ class FigureFile:
     caption: str
 
 
+def text(name: object) -> str:
+    """A user's name (domain, class, method, run) as matplotlib text: between two "$" it would
+    be parsed as mathtext, mangled or refused (a backslash there fails the figure); "\\$" is a
+    literal dollar sign."""
+    return str(name).replace("$", r"\$")
+
+
 def new_figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
 
 
+#: Longest file stem in bytes: a stem names every domain of its setting, and file systems refuse
+#: names over 255 bytes (the atomic write's temporary name adds about 20).
+MAX_STEM_BYTES = 160
+
+
+def file_stem(stem: str) -> str:
+    """`stem`, or when it is too long its first bytes and a hash of the whole (still unique)."""
+    raw = stem.encode()
+    if len(raw) <= MAX_STEM_BYTES:
+        return stem
+    head = raw[:MAX_STEM_BYTES - 9].decode(errors="ignore")  # never half a UTF-8 character
+    return f"{head}-{hashlib.sha256(raw).hexdigest()[:8]}"
+
+
 def save(fig, out_dir: Path, stem: str, caption: str) -> FigureFile:
-    """Write `figures/<stem>.png` and `.pdf` under out_dir, each atomically."""
+    """Write `figures/<stem>.png` and `.pdf` under out_dir, each atomically (`file_stem`)."""
+    stem = file_stem(stem)
     names = {}
     for fmt, dpi in (("png", 110), ("pdf", None)):
         buf = _io.BytesIO()
@@ -126,7 +149,7 @@ def _examples_grid(images: np.ndarray, labels: list[str], columns: list[tuple[st
     axes = fig.subplots(rows, cols, squeeze=False)
     for i in range(rows):
         axes[i, 0].imshow(images[i])
-        axes[i, 0].set_ylabel(labels[i], fontsize=8)
+        axes[i, 0].set_ylabel(text(labels[i]), fontsize=8)
         for j, (title, cells) in enumerate(columns, 1):
             heat, caption, colour = cells[i]
             heat = np.asarray(heat, dtype=np.float32)
@@ -135,11 +158,11 @@ def _examples_grid(images: np.ndarray, labels: list[str], columns: list[tuple[st
                 ax.imshow(images[i])
                 ax.imshow(heat / max(float(heat.max()), 1e-12), cmap="jet", alpha=0.5, vmin=0,
                           vmax=1)
-                ax.set_xlabel(f"pred: {caption}", fontsize=7, color=colour, labelpad=1)
+                ax.set_xlabel(text(f"pred: {caption}"), fontsize=7, color=colour, labelpad=1)
             else:
                 ax.imshow(heat, cmap="gray", vmin=0, vmax=1)
             if i == 0:
-                ax.set_title(title, fontsize=8)
+                ax.set_title(text(title), fontsize=8)
         axes[0, 0].set_title("image", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -184,7 +207,7 @@ def curves_figure(setting: Setting, out_dir: Path) -> tuple[FigureFile | None, l
                 f, curves = got
                 mean = curves.mean(axis=0)
                 auc = float(np.sum((mean[1:] + mean[:-1]) / 2 * np.diff(f)))  # trapezoid rule
-                ax.plot(f, mean, color=_color(k), label=f"{m.label} (AUC {100 * auc:.1f})")
+                ax.plot(f, mean, color=_color(k), label=text(f"{m.label} (AUC {100 * auc:.1f})"))
                 if len(curves) > 1:
                     std = curves.std(axis=0, ddof=1)
                     ax.fill_between(f, mean - std, mean + std, color=_color(k), alpha=0.2, lw=0)
@@ -228,7 +251,7 @@ def training_figure(method: Method, setting: Setting, out_dir: Path
                       for rec in run.results]
             else:
                 ys = [rec.get("losses", {}).get(term, np.nan) for rec in run.results]
-            ax.plot(steps, ys, marker=".", color=_color(k), label=run.name())
+            ax.plot(steps, ys, marker=".", color=_color(k), label=text(run.name()))
     # Where the warm-up ends (ALIGN: guidance starts); selection never picks a step before it.
     starts = {r.summary.get("objective_start", 0) for r in runs}
     for ax, term in zip(axes, panels):
@@ -242,7 +265,7 @@ def training_figure(method: Method, setting: Setting, out_dir: Path
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.axes[0].legend(fontsize=6)
-    fig.suptitle(f"{method.label}: training ({setting.title})", fontsize=10)
+    fig.suptitle(text(f"{method.label}: training ({setting.title})"), fontsize=10)
     slug = "".join(ch if ch.isalnum() else "_" for ch in method.label).strip("_")
     caption = (f"Training curves of {method.label}: mean loss terms between evaluations, "
                "evaluation scores and validation accuracy (means over the training domains' "

@@ -7,6 +7,7 @@ the report folder (figures/*.png|pdf, tables.md|csv|tex).
 from __future__ import annotations
 
 from html import escape
+from urllib.parse import quote
 
 from .collect import RunRecord, Setting
 from .figures import FigureFile
@@ -39,10 +40,16 @@ def table_html(t: Table) -> str:
             f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def _url(path: str) -> str:
+    """A relative file path as an attribute value. Figure names hold the domain names, and a
+    domain's "#", "%", "?" or space would end or corrupt the URL: percent-encode all but "/"."""
+    return escape(quote(path))
+
+
 def figure_html(f: FigureFile) -> str:
-    return (f'<figure><a href="{escape(f.pdf)}"><img src="{escape(f.png)}" '
+    return (f'<figure><a href="{_url(f.pdf)}"><img src="{_url(f.png)}" '
             f'alt="{escape(f.caption)}"></a><figcaption>{escape(f.caption)} '
-            f'(<a href="{escape(f.pdf)}">PDF</a>)</figcaption></figure>')
+            f'(<a href="{_url(f.pdf)}">PDF</a>)</figcaption></figure>')
 
 
 def _evaluated(r: RunRecord) -> str:
@@ -68,7 +75,7 @@ def render(sections: list[tuple[Setting, list[Table], list[FigureFile]]],
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>align report</title>", f"<style>{CSS}</style></head><body>",
              "<h1>align report</h1>",
-             "<p>Tables: " + " · ".join(f'<a href="{escape(f)}">{escape(f)}</a>' for f in files)
+             "<p>Tables: " + " · ".join(f'<a href="{_url(f)}">{escape(f)}</a>' for f in files)
              + "</p>", f'<p class="note">{escape(LEGEND)}</p>']
     for setting, tables, figures in sections:
         parts.append(f"<h2>{escape(setting.title)}</h2>")

@@ -110,17 +110,20 @@ def _columns(setting: Setting, per_run: PerRun, order: list[str]) -> list[str]:
 
 
 def _table(setting: Setting, key: str, title: str, per_run: PerRun, order: list[str],
-           directions: Callable[[str], str | None], avg: bool, note: str = "") -> Table | None:
+           directions: Callable[[str], str | None], avg: bool, note: str = "",
+           names: Callable[[str], str] = display_name) -> Table | None:
+    """`names`: each column's title (metric names get their display names; domain columns
+    pass `str`, a domain being shown, and written to the CSV, as its folder is named)."""
     columns = _columns(setting, per_run, order)
     if not columns:
         return None
     rows = [(m.label, *_cells(m, columns, per_run, avg)) for m in setting.methods]
     dirs = [directions(c) for c in columns]
-    names = [display_name(c) for c in columns]
+    titles = [names(c) for c in columns]
     if avg:
-        names.append("avg")
+        titles.append("avg")
         dirs.append(dirs[0] if len(set(dirs)) == 1 else None)
-    return Table(key, title, names, dirs, rows, note)
+    return Table(key, title, titles, dirs, rows, note)
 
 
 # ------------------------------------------------------------------ per-run extractors
@@ -218,7 +221,7 @@ def build_tables(setting: Setting) -> list[Table]:
     for role, role_name in ROLES:
         tables.append(_table(setting, f"accuracy_{role}", f"Accuracy, {role_name} (%)",
                              _accuracy(role), domains, lambda c: "higher", avg=True,
-                             note=f"{ACCURACY_NOTES[role]} {selection}"))
+                             note=f"{ACCURACY_NOTES[role]} {selection}", names=str))
     note = evaluation_note(setting)
     order = _metric_order()
     for role, role_name in ROLES:
@@ -229,7 +232,7 @@ def build_tables(setting: Setting) -> list[Table]:
         for metric in order:
             t = _table(setting, f"{metric}_{role}", f"{display_name(metric)}, {role_name} (x100)",
                        _metric_by_domain(role, metric), domains,
-                       lambda c, m=metric: _direction(m), avg=True, note=note)
+                       lambda c, m=metric: _direction(m), avg=True, note=note, names=str)
             if t is not None and len(t.columns) > 2:  # more than one domain (+ avg)
                 tables.append(t)
     return [t for t in tables if t is not None]

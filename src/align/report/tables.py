@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..protocols import PROTOCOLS
@@ -47,13 +48,13 @@ def comparison_table(runs: dict[str, tuple[dict, dict]], title: str,
     table.add_column("domain")
     table.add_column("role")
     for name in runs:
-        table.add_column(f"{name} in-dom %", justify="right")
-        table.add_column(f"{name} OOD %", justify="right")
+        table.add_column(f"{escape(name)} in-dom %", justify="right")
+        table.add_column(f"{escape(name)} OOD %", justify="right")
     first = next(iter(runs.values()))
     domain_list = domain_rows(*first, method=method)
     per_run = {n: {r["domain"]: r for r in domain_rows(s, p, method)} for n, (s, p) in runs.items()}
     for base in domain_list:
-        cells = [base["domain"], base["role"]]
+        cells = [escape(base["domain"]), base["role"]]  # a domain is text, not markup
         for name in runs:
             r = per_run[name][base["domain"]]
             cells += [_pct(r["in_domain"]), _pct(r["out_of_domain"])]
@@ -81,11 +82,11 @@ def masker_iou_table(runs: dict[str, tuple[dict, dict]], method: str = "training
     table = Table(title="masker IoU vs ground truth")
     table.add_column("domain")
     for name in cols:
-        table.add_column(f"{name} IoU", justify="right")
+        table.add_column(f"{escape(name)} IoU", justify="right")
     summary, protocol = runs[next(iter(cols))]
     for row in domain_rows(summary, protocol, method):
         d = row["domain"]
         split = protocol["val_keys"][0].rsplit("_", 1)[1] if row["role"] == "train" else \
             protocol["test_keys"][0].rsplit("_", 1)[1]
-        table.add_row(d, *[f"{cols[n].get(f'{d}_{split}', float('nan')):.3f}" for n in cols])
+        table.add_row(escape(d), *[f"{cols[n].get(f'{d}_{split}', float('nan')):.3f}" for n in cols])
     return table

@@ -15,10 +15,13 @@ log = logging.getLogger(__name__)
 
 def resolve_device(name: str) -> torch.device:
     """"auto" -> CUDA if present, else the CPU; any other name as given, refused (ConfigError)
-    when it names CUDA on a machine without it."""
+    when torch does not know it or it names CUDA on a machine without it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:  # torch's message lists its ~20 device types; ours, what we support
+        raise ConfigError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available")
     return dev
