@@ -341,6 +341,31 @@ def test_a_run_named_twice_is_counted_once(tmp_path):
         assert (tmp_path / name).read_bytes() == (GOLDEN / "report" / name).read_bytes(), name
 
 
+def test_runs_on_two_dataset_folders_with_the_same_domain_names_get_two_tables(tmp_path):
+    """Runs on two datasets whose domains share names (the synthetic regimes' do) were grouped
+    into one table and averaged as seeds of one method. Each folder now gets its own table, named
+    in its title, with the numbers of that folder's runs alone."""
+    runs = []
+    for folder, data in (("a", None), ("b", "other/images")):
+        for run in GOLDEN_RUNS:
+            copy = tmp_path / folder / run.relative_to(GOLDEN / "runs")
+            shutil.copytree(run, copy)
+            if data:
+                config = json.loads((copy / "config.json").read_text())
+                (copy / "config.json").write_text(json.dumps({**config, "data": data}))
+            runs.append(copy)
+    make_report(runs, tmp_path / "report", figures=False)
+    golden = (GOLDEN / "report" / "tables.md").read_text()
+    text = (tmp_path / "report" / "tables.md").read_text()
+    titles = [line for line in text.splitlines() if line.startswith("## ")]
+    (title,) = [line for line in golden.splitlines() if line.startswith("## ")]
+    assert titles == [f"## data/images, {title[3:]}", f"## other/images, {title[3:]}"]
+    # Each table is the golden one (two seeds per method), not a mean over four runs.
+    first, second = text.split(titles[1])
+    body = golden.split(title)[1]
+    assert first.split(titles[0])[1].strip() == body.strip() == second.strip()
+
+
 def _golden_with_domain(tmp_path: Path, name: str, *others: str) -> list[Path]:
     """The golden runs copied with their training domain "photo" renamed `name` (and "sketch",
     "noisy" renamed `others`) in every JSON file; the examples are of "texture", so examples.npz

@@ -1,15 +1,16 @@
 """Read run directories and group them into settings and methods (pure; nothing is written).
 
-A **setting** is one table's worth of comparable runs: the same protocol on the same domains. A
-**method** is one row: the runs of one algorithm with the same configuration apart from the seed
-and the held-out / source domains. Its label is the algorithm's name, plus, when variants of one
-algorithm differ in their hyperparameters (or training config), the differing values, e.g.
-`align (guidance=none)`.
+A **setting** is one table's worth of comparable runs: the same protocol on the same domains of
+one dataset folder. A **method** is one row: the runs of one algorithm with the same
+configuration apart from the seed and the held-out / source domains. Its label is the
+algorithm's name, plus, when variants of one algorithm differ in their hyperparameters (or
+training config), the differing values, e.g. `align (guidance=none)`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,14 +101,19 @@ class Setting:
     protocol: str
     domains: tuple[str, ...]
     methods: list[Method] = field(default_factory=list)
+    #: The runs' dataset folder (config `data`) when the report spans several, else "".
+    dataset: str = ""
 
     @property
     def title(self) -> str:
-        return f"{self.protocol}: {', '.join(self.domains)}"
+        where = f"{self.dataset}, " if self.dataset else ""
+        return f"{where}{self.protocol}: {', '.join(self.domains)}"
 
     @property
     def slug(self) -> str:
-        return "-".join((self.protocol, *self.domains)).replace(" ", "_").replace("/", "_")
+        parts = (self.dataset, self.protocol, *self.domains) if self.dataset else (
+            self.protocol, *self.domains)
+        return "-".join(parts).replace(" ", "_").replace("/", "_")
 
 
 def load_run_record(path: str | Path, evaluated: bool = True) -> RunRecord:
@@ -213,9 +219,21 @@ def group_methods(runs: list[RunRecord]) -> list[Method]:
     return sorted(methods, key=lambda m: (algorithm_order(m.algorithm), m.label))
 
 
+def dataset_of(run: RunIdentity) -> str:
+    """The dataset folder a run trained on, as its config names it (normalised: `data/x/` and
+    `data/x` are one folder; a relative and an absolute path to it are two)."""
+    return os.path.normpath(run.config["data"])
+
+
 def group_settings(runs: list[RunRecord]) -> list[Setting]:
-    """Runs -> settings (protocol, domains), each with its methods."""
-    by_setting: dict[tuple[str, tuple[str, ...]], list[RunRecord]] = {}
+    """Runs -> settings (dataset, protocol, domains), each with its methods.
+
+    Runs on different dataset folders never share a table, even when their domains have the same
+    names (the synthetic regimes' do): they would be averaged as seeds of one method. The folder
+    is named in the titles only when the runs span several."""
+    by_setting: dict[tuple[str, str, tuple[str, ...]], list[RunRecord]] = {}
     for r in runs:
-        by_setting.setdefault((r.protocol["name"], r.domains), []).append(r)
-    return [Setting(p, d, group_methods(rs)) for (p, d), rs in sorted(by_setting.items())]
+        by_setting.setdefault((dataset_of(r), r.protocol["name"], r.domains), []).append(r)
+    named = len({ds for ds, _, _ in by_setting}) > 1
+    return [Setting(p, d, group_methods(rs), ds if named else "")
+            for (ds, p, d), rs in sorted(by_setting.items())]
