@@ -366,6 +366,31 @@ def test_runs_on_two_dataset_folders_with_the_same_domain_names_get_two_tables(t
     assert first.split(titles[0])[1].strip() == body.strip() == second.strip()
 
 
+def test_masks_make_another_method_only_for_an_algorithm_that_learns_from_them(tmp_path):
+    """An ERM seed trained without --masks (masks feed ERM's evaluation only) was split into a
+    row of its own, `erm (masks=None)`; for GRADIA, two masks folders remain two methods."""
+    from align.report.collect import RunRecord
+
+    runs = []
+    for run in GOLDEN_RUNS:
+        copy = tmp_path / "runs" / run.relative_to(GOLDEN / "runs")
+        shutil.copytree(run, copy)
+        if copy.parent.name == "erm" and copy.name == "seed1":
+            config = json.loads((copy / "config.json").read_text())
+            (copy / "config.json").write_text(json.dumps({**config, "masks": None}))
+        runs.append(copy)
+    make_report(runs, tmp_path / "report", figures=False)
+    text = (tmp_path / "report" / "tables.md").read_text()
+    assert text == (GOLDEN / "report" / "tables.md").read_text()
+
+    def variant(algorithm: str, masks: str) -> dict:
+        config = {"algorithm": algorithm, "masks": masks, "hparams": {}}
+        return RunRecord(tmp_path, config, {}, {}, [], None).variant()
+
+    assert variant("gradia", "gt") != variant("gradia", "sam")
+    assert variant("erm", "gt") == variant("erm", "sam")
+
+
 def _golden_with_domain(tmp_path: Path, name: str, *others: str) -> list[Path]:
     """The golden runs copied with their training domain "photo" renamed `name` (and "sketch",
     "noisy" renamed `others`) in every JSON file; the examples are of "texture", so examples.npz

@@ -18,7 +18,8 @@ from ..protocols import PROTOCOLS
 from ..rundir import DEFAULT_SELECTION, RunDirError, RunFiles, selection_of
 
 #: Config keys that do not make another method: the seed, the domain assignment (a column of the
-#: table), paths and machine settings. Every other key (hparams included) does.
+#: table), paths and machine settings. Every other key (hparams included) does; `masks` only for
+#: an algorithm that learns from them (`RunRecord.variant`).
 NOT_VARIANT = {
     "out", "seed", "test_domains", "train_domains", "protocol", "data", "domains", "dataset",
     "device", "num_workers", "eval_batch_size", "verify_images", "skip_bad_images", "preset",
@@ -44,6 +45,19 @@ class RunIdentity:
         """Every domain of the run, sorted."""
         p = self.protocol
         return tuple(sorted(set(p["train_domains"]) | set(p["test_domains"])))
+
+
+def _learns_from_masks(config: dict) -> bool:
+    """Whether a run (its config.json) trained on its masks; True when that cannot be told (an
+    algorithm or hyperparameters this version does not know)."""
+    from ..algorithms import ALGORITHMS
+
+    if config.get("algorithm") not in ALGORITHMS.names():
+        return True
+    try:
+        return ALGORITHMS.get(config["algorithm"]).needs_masks(config.get("hparams"))
+    except ValueError:
+        return True
 
 
 @dataclass
@@ -72,6 +86,10 @@ class RunRecord(RunIdentity):
         out = {k: v for k, v in self.config.items() if k not in NOT_VARIANT and k != "hparams"}
         out.setdefault("selection", DEFAULT_SELECTION)
         out.setdefault("precision", "fp32")  # runs from before the key trained in fp32
+        if not _learns_from_masks(self.config):
+            # Its masks only fed evaluation: an ERM run with --masks is the same method as one
+            # without (for GRADIA, ground-truth and SAM masks are two methods).
+            out.pop("masks", None)
         out.update(self.config.get("hparams", {}))
         return out
 
