@@ -239,9 +239,10 @@ def make_config(file: str | Path | None = None, *, preset: str | None = None,
 def check_run(config: TrainConfig) -> int:
     """Every check of a run's configuration that needs neither its data nor a network: the
     config's values (`TrainConfig.validate`), the algorithm's hyperparameters (unknown keys,
-    types, choices), enough images per domain for its batch (IRM: 2), masks for an algorithm
-    that learns from them, and enough steps to pass its warm-up. Raises a ConfigError naming the key; returns the algorithm's `objective_start`.
-    The trainer runs it first; a sweep runs it on every run of its grid before writing anything."""
+    types, choices, bounds), enough images per domain for its batch (IRM: 2), masks for an
+    algorithm that learns from them, and enough steps to pass its warm-up. Raises a ConfigError
+    naming the key; returns the algorithm's `objective_start`. The trainer runs it first; a sweep
+    runs it on every run of its grid before writing anything."""
     from .algorithms import ALGORITHMS  # the algorithms (and torch) only when a run is checked
 
     config.validate()

@@ -51,8 +51,8 @@ def _load(paths: Sequence[str | Path]):
     for path in paths:
         if (path / "config.json").is_file():  # named: finished and evaluated, or an error
             if path.resolve() not in seen:
-                seen.add(path.resolve())
                 runs.append(load_run_record(path))
+            seen.add(path.resolve())
             continue
         for found in find_run_dirs([path]):
             if found.resolve() in seen:
